@@ -1,0 +1,7 @@
+#![deny(clippy::all)]
+use napi_derive::napi;
+
+#[napi]
+pub fn ping() -> u32 {
+  1
+}
