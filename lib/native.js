@@ -1,0 +1,54 @@
+'use strict';
+// The native core and the one place its events enter JavaScript.
+//
+// The reactor thread queues events and wakes us at most once per batch; we drain them all and
+// hand each to the object that owns its id. Node's event loop is kept alive by a plain timer that
+// is ref'd exactly while something (a child process, an open channel) wants the loop alive.
+
+function load() {
+  try {
+    return require('../binding.js');
+  } catch (err) {
+    const hint = new Error(
+      `rust-cluster: the native core for ${process.platform}-${process.arch} is not built or cannot be loaded. ` +
+        'Build it from a checkout with `npm install` (needs a Rust toolchain: cargo), or run `npm run build`.',
+    );
+    hint.code = 'ERR_RUST_CLUSTER_NATIVE_MISSING';
+    hint.cause = err;
+    throw hint;
+  }
+}
+
+const binding = load();
+const owners = new Map();
+
+let refs = 0;
+const keepAlive = setInterval(() => {}, 1 << 30);
+keepAlive.unref();
+
+function ref() {
+  if (refs++ === 0) keepAlive.ref();
+}
+
+function unref() {
+  if (--refs === 0) keepAlive.unref();
+}
+
+function own(id, owner) {
+  owners.set(id, owner);
+}
+
+function disown(id) {
+  owners.delete(id);
+}
+
+function dispatch() {
+  for (const event of binding.drain()) {
+    const owner = owners.get(event.id);
+    if (owner) owner._onNative(event);
+  }
+}
+
+binding.init(dispatch);
+
+module.exports = { binding, ref, unref, own, disown };

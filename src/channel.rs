@@ -1,0 +1,390 @@
+//! The parent's end of a Node IPC channel: reads and frames on the reactor thread, writes from
+//! whichever thread has data, and runs the handle (fd) discipline without JavaScript.
+//!
+//! Writes go out at once when nothing is queued; the rest waits for EPOLLOUT. A frame that carries
+//! an fd blocks everything after it until the peer's `NODE_HANDLE_ACK`/`NACK`, as Node requires;
+//! our own ACK/NACK replies overtake that queue but never split a frame. A handle received from
+//! the peer is ACKed here, before JavaScript sees it.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex};
+
+use nix::errno::Errno;
+use nix::sys::epoll::EpollFlags;
+use nix::sys::socket::{recvmsg, sendmsg, shutdown, ControlMessage, ControlMessageOwned, MsgFlags, Shutdown};
+use once_cell::sync::Lazy;
+use serde_json::{json, Value};
+
+use crate::events::{self, Event, Payload};
+use crate::framing::{self, Decoder, Internal, Mode};
+use crate::reactor::{self, Kind};
+use crate::cluster;
+
+/// Node reads 64 KiB at a time; bigger reads mean fewer syscalls for bulk traffic.
+const READ_SIZE: usize = 256 << 10;
+/// Reads per readiness event, so one busy channel cannot starve the others.
+const READS_PER_WAKE: usize = 32;
+/// Node sends a handle once and retransmits it up to three times after a NACK.
+const HANDLE_TRIES: u8 = 4;
+
+static CHANNELS: Lazy<Mutex<HashMap<u32, Arc<Channel>>>> = Lazy::new(Default::default);
+
+pub struct Channel {
+  pub id: u32,
+  fd: OwnedFd,
+  pub mode: Mode,
+  /// The cluster worker id when this channel belongs to a cluster worker.
+  pub worker: Option<u32>,
+  reader: Mutex<Reader>,
+  writer: Mutex<Writer>,
+}
+
+struct Reader {
+  decoder: Decoder,
+  /// fds received ahead of the `NODE_HANDLE` frame they belong to.
+  fds: VecDeque<OwnedFd>,
+  /// User messages framed since the last hand-over to JavaScript.
+  batch: Vec<u8>,
+}
+
+struct Chunk {
+  bytes: Vec<u8>,
+  fd: Option<Arc<OwnedFd>>,
+  /// Written on JavaScript's behalf: counts towards `Written`.
+  counted: bool,
+  /// An ACK/NACK reply: not held back by a handle in flight.
+  control: bool,
+  /// For a handle frame: sends so far, and whether JavaScript asked for it.
+  tries: u8,
+  from_js: bool,
+}
+
+impl Chunk {
+  fn new(bytes: Vec<u8>, fd: Option<Arc<OwnedFd>>, counted: bool) -> Chunk {
+    Chunk { bytes, fd, counted, control: false, tries: 0, from_js: counted }
+  }
+}
+
+struct InFlight {
+  frame: Vec<u8>,
+  fd: Arc<OwnedFd>,
+  tries: u8,
+  from_js: bool,
+}
+
+#[derive(Default)]
+struct Writer {
+  queue: VecDeque<Chunk>,
+  /// Bytes of the front chunk already written.
+  offset: usize,
+  queued: usize,
+  awaiting: Option<InFlight>,
+  completed: u64,
+  reported: u64,
+  armed: bool,
+  closed: bool,
+}
+
+pub fn open(id: u32, fd: OwnedFd, mode: Mode, limit: usize, worker: Option<u32>) -> Result<(), Errno> {
+  let channel = Arc::new(Channel {
+    id,
+    fd,
+    mode,
+    worker,
+    reader: Mutex::new(Reader { decoder: Decoder::new(mode, limit), fds: VecDeque::new(), batch: Vec::new() }),
+    writer: Mutex::new(Writer::default()),
+  });
+  CHANNELS.lock().unwrap().insert(id, channel.clone());
+  reactor::register(channel.fd.as_fd(), Kind::Channel, id, false).inspect_err(|_| {
+    CHANNELS.lock().unwrap().remove(&id);
+  })
+}
+
+pub fn get(id: u32) -> Option<Arc<Channel>> {
+  CHANNELS.lock().unwrap().get(&id).cloned()
+}
+
+/// Queues bytes (and maybe an fd) from JavaScript; returns the bytes still queued.
+pub fn write(id: u32, bytes: Vec<u8>, fd: Option<Arc<OwnedFd>>) -> Result<usize, Errno> {
+  let channel = get(id).ok_or(Errno::EPIPE)?;
+  channel.enqueue(Chunk::new(bytes, fd, true))
+}
+
+/// Closes the channel at our end: one last attempt to write what is queued, then EOF for the peer.
+/// Returns how many of JavaScript's chunks were written in full.
+pub fn close(id: u32) -> u64 {
+  let Some(channel) = CHANNELS.lock().unwrap().remove(&id) else { return 0 };
+  let mut writer = channel.writer.lock().unwrap();
+  let _ = writer.flush(channel.fd.as_raw_fd());
+  let completed = writer.completed;
+  writer.close();
+  drop(writer);
+  channel.detach();
+  completed
+}
+
+pub fn on_ready(id: u32, flags: EpollFlags) {
+  let Some(channel) = get(id) else { return };
+  if reactor::writable(flags) {
+    channel.flush_and_report();
+  }
+  if reactor::readable(flags) {
+    channel.read();
+  }
+}
+
+impl Channel {
+  /// Sends an internal message built on the Rust side (cluster replies, `newconn`).
+  pub fn send_value(&self, value: &Value, fd: Option<Arc<OwnedFd>>) -> Result<usize, Errno> {
+    let bytes = framing::encode_frame(self.mode, value);
+    self.enqueue(Chunk::new(bytes, fd, false))
+  }
+
+  fn enqueue(&self, chunk: Chunk) -> Result<usize, Errno> {
+    let mut writer = self.writer.lock().unwrap();
+    if writer.closed {
+      return Err(Errno::EPIPE);
+    }
+    writer.push(chunk);
+    self.flush_locked(&mut writer);
+    Ok(writer.queued)
+  }
+
+  fn send_control(&self, value: &Value) {
+    let bytes = framing::encode_frame(self.mode, value);
+    let mut writer = self.writer.lock().unwrap();
+    if !writer.closed {
+      writer.push_early(Chunk { control: true, ..Chunk::new(bytes, None, false) });
+      self.flush_locked(&mut writer);
+    }
+  }
+
+  fn flush_and_report(&self) {
+    let mut writer = self.writer.lock().unwrap();
+    self.flush_locked(&mut writer);
+    if writer.completed != writer.reported {
+      writer.reported = writer.completed;
+      events::push(Event::Written { id: self.id, completed: writer.completed });
+    }
+  }
+
+  /// Writes what it can and keeps EPOLLOUT armed exactly while there is writable work waiting.
+  fn flush_locked(&self, writer: &mut Writer) {
+    if writer.flush(self.fd.as_raw_fd()).is_err() {
+      // The peer is gone; reading will see EOF and report the disconnect.
+      writer.close();
+    }
+    let want = writer.writable_work();
+    if want != writer.armed && reactor::set_writable(self.fd.as_fd(), Kind::Channel, self.id, want).is_ok() {
+      writer.armed = want;
+    }
+  }
+
+  fn read(self: &Arc<Self>) {
+    let mut guard = self.reader.lock().unwrap();
+    let reader = &mut *guard;
+    let mut control = nix::cmsg_space!([RawFd; 64]);
+    let mut ended = false;
+    for _ in 0..READS_PER_WAKE {
+      let room = reader.decoder.spare(READ_SIZE);
+      let mut iov = [IoSliceMut::new(room)];
+      let flags = MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT;
+      let (n, fds) = match recvmsg::<()>(self.fd.as_raw_fd(), &mut iov, Some(&mut control), flags) {
+        Ok(msg) => {
+          let mut fds = Vec::new();
+          for cmsg in msg.cmsgs().into_iter().flatten() {
+            if let ControlMessageOwned::ScmRights(received) = cmsg {
+              // SAFETY: the kernel just installed these fds in our table; nothing else owns them.
+              fds.extend(received.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+            }
+          }
+          (msg.bytes, fds)
+        }
+        Err(Errno::EAGAIN) => break,
+        Err(Errno::EINTR) => continue,
+        Err(_) => {
+          ended = true;
+          break;
+        }
+      };
+      reader.fds.extend(fds);
+      if n == 0 {
+        ended = true;
+        break;
+      }
+      reader.decoder.filled(n);
+      if let Err(message) = self.frames(reader) {
+        self.hand_over(reader);
+        drop(guard);
+        events::push(Event::Error { id: self.id, message });
+        self.end_by_peer();
+        return;
+      }
+    }
+    self.hand_over(reader);
+    drop(guard);
+    if ended {
+      self.end_by_peer();
+    }
+  }
+
+  fn frames(self: &Arc<Self>, reader: &mut Reader) -> Result<(), String> {
+    let Reader { decoder, fds, batch } = reader;
+    while let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
+      match framing::classify(self.mode, frame) {
+        Some(Internal::HandleAck) => self.on_handle_reply(true),
+        Some(Internal::HandleNack) => self.on_handle_reply(false),
+        Some(Internal::Handle) => {
+          let fd = fds.pop_front();
+          let reply = if fd.is_some() { "NODE_HANDLE_ACK" } else { "NODE_HANDLE_NACK" };
+          self.send_control(&json!({ "cmd": reply }));
+          self.flush_batch(batch);
+          let payload = Payload::new(self.mode == Mode::Json, frame.to_vec());
+          events::push(Event::Handle { id: self.id, payload, fd });
+        }
+        Some(Internal::Cluster) if self.worker.is_some() => {
+          self.flush_batch(batch);
+          match framing::decode_value(self.mode, frame) {
+            Some(message) => cluster::on_message(self, message),
+            None => return Err("malformed NODE_CLUSTER message".into()),
+          }
+        }
+        _ => append(self.mode, batch, frame),
+      }
+    }
+    Ok(())
+  }
+
+  fn hand_over(&self, reader: &mut Reader) {
+    self.flush_batch(&mut reader.batch);
+  }
+
+  fn flush_batch(&self, batch: &mut Vec<u8>) {
+    if !batch.is_empty() {
+      let payload = Payload::new(self.mode == Mode::Json, std::mem::take(batch));
+      events::push(Event::Messages { id: self.id, payload });
+    }
+  }
+
+  fn on_handle_reply(&self, acked: bool) {
+    let mut writer = self.writer.lock().unwrap();
+    // A reply with nothing in flight is the peer's confusion, not ours to crash on.
+    let Some(inflight) = writer.awaiting.take() else { return };
+    if !acked && inflight.tries < HANDLE_TRIES {
+      let InFlight { frame, fd, tries, from_js } = inflight;
+      writer.push_early(Chunk { tries, from_js, ..Chunk::new(frame, Some(fd), false) });
+    } else if acked {
+      if inflight.from_js {
+        events::push(Event::HandleAcked { id: self.id });
+      }
+    } else {
+      events::push(Event::HandleLost { id: self.id });
+    }
+    self.flush_locked(&mut writer);
+    if writer.completed != writer.reported {
+      writer.reported = writer.completed;
+      events::push(Event::Written { id: self.id, completed: writer.completed });
+    }
+  }
+
+  fn end_by_peer(&self) {
+    if CHANNELS.lock().unwrap().remove(&self.id).is_none() {
+      return;
+    }
+    self.writer.lock().unwrap().close();
+    self.detach();
+    events::push(Event::Disconnect { id: self.id });
+  }
+
+  fn detach(&self) {
+    reactor::deregister(self.fd.as_fd());
+    let _ = shutdown(self.fd.as_raw_fd(), Shutdown::Both);
+    if self.worker.is_some() {
+      cluster::on_disconnect(self.id);
+    }
+  }
+}
+
+fn append(mode: Mode, batch: &mut Vec<u8>, frame: &[u8]) {
+  match mode {
+    Mode::Json => {
+      batch.extend_from_slice(frame);
+      batch.push(b'\n');
+    }
+    Mode::Advanced => {
+      batch.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+      batch.extend_from_slice(frame);
+    }
+  }
+}
+
+
+impl Writer {
+  fn push(&mut self, chunk: Chunk) {
+    self.queued += chunk.bytes.len();
+    self.queue.push_back(chunk);
+  }
+
+  /// Replies and retransmissions go before everything not yet started (after earlier replies),
+  /// never into the middle of a partly written frame.
+  fn push_early(&mut self, chunk: Chunk) {
+    let first = usize::from(self.offset > 0);
+    let at = (first..self.queue.len()).find(|&i| !self.queue[i].control).unwrap_or(self.queue.len());
+    self.queued += chunk.bytes.len();
+    self.queue.insert(at, chunk);
+  }
+
+  fn writable_work(&self) -> bool {
+    match self.queue.front() {
+      None => false,
+      Some(front) => self.awaiting.is_none() || front.control,
+    }
+  }
+
+  fn flush(&mut self, fd: RawFd) -> Result<(), Errno> {
+    while let Some(front) = self.queue.front() {
+      if self.awaiting.is_some() && !front.control {
+        return Ok(());
+      }
+      let attach = if self.offset == 0 { front.fd.as_ref().map(|fd| fd.as_raw_fd()) } else { None };
+      match send(fd, &front.bytes[self.offset..], attach) {
+        Ok(n) => {
+          self.offset += n;
+          self.queued -= n;
+          if self.offset == front.bytes.len() {
+            self.offset = 0;
+            let chunk = self.queue.pop_front().expect("front exists");
+            self.completed += u64::from(chunk.counted);
+            if let Some(fd) = chunk.fd {
+              self.awaiting = Some(InFlight { frame: chunk.bytes, fd, tries: chunk.tries + 1, from_js: chunk.from_js });
+            }
+          }
+        }
+        Err(Errno::EAGAIN | Errno::ENOBUFS) => return Ok(()),
+        Err(Errno::EINTR) => {}
+        Err(e) => return Err(e),
+      }
+    }
+    Ok(())
+  }
+
+  fn close(&mut self) {
+    self.closed = true;
+    self.queue.clear();
+    self.queued = 0;
+    self.offset = 0;
+    self.awaiting = None;
+  }
+}
+
+/// One write; an fd rides on it as a single SCM_RIGHTS message, only on a frame's first bytes.
+fn send(fd: RawFd, bytes: &[u8], attach: Option<RawFd>) -> Result<usize, Errno> {
+  let flags = MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT;
+  let iov = [IoSlice::new(bytes)];
+  match attach {
+    Some(handle) => sendmsg::<()>(fd, &iov, &[ControlMessage::ScmRights(&[handle])], flags, None),
+    None => sendmsg::<()>(fd, &iov, &[], flags, None),
+  }
+}

@@ -1,0 +1,357 @@
+//! The primary's half of Node's `NODE_CLUSTER` protocol, answered without JavaScript.
+//!
+//! Workers run Node's own worker code; they ask for listening sockets (`queryServer`), report
+//! `online`/`listening`, release servers (`close`) and confirm `newconn` hand-offs. Policies:
+//! round-robin keeps the listening socket here and hands each accepted connection to the first
+//! free worker (one `newconn` outstanding per worker, as Node); shared sends every worker the same
+//! bound socket; reuseport gives each worker its own SO_REUSEPORT socket so the kernel balances.
+//! JavaScript only hears what it must emit: online, listening, exitedAfterDisconnect.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use nix::errno::Errno;
+use once_cell::sync::Lazy;
+use serde_json::{json, Map, Value};
+
+use crate::channel::{self, Channel};
+use crate::events::{self, Event};
+use crate::listener;
+
+pub const SCHED_NONE: u32 = 1;
+pub const SCHED_RR: u32 = 2;
+pub const SCHED_REUSEPORT: u32 = 3;
+
+static POLICY: AtomicU32 = AtomicU32::new(SCHED_RR);
+/// The primary's message counter, shared by all workers as in Node.
+static SEQ: AtomicU64 = AtomicU64::new(0);
+static STATE: Lazy<Mutex<State>> = Lazy::new(Default::default);
+
+pub fn set_policy(policy: u32) {
+  POLICY.store(policy, Ordering::Relaxed);
+}
+
+#[derive(Default)]
+struct State {
+  handles: HashMap<String, Handle>,
+  /// Listener id → key of the round-robin handle it feeds.
+  listeners: HashMap<u32, String>,
+  /// Channels whose worker asked to exit after disconnect: their queries go unanswered.
+  leaving: HashSet<u32>,
+}
+
+struct Handle {
+  data: Value,
+  /// The socket file of a unix-path handle.
+  path: Option<String>,
+  workers: HashSet<u32>,
+  kind: Kind,
+}
+
+enum Kind {
+  /// One bound socket, sent to every worker (SCHED_NONE, and UDP under any policy).
+  Shared { fd: OwnedFd, dgram: bool },
+  /// A new SO_REUSEPORT socket per worker; the query is kept to bind the next one alike.
+  ReusePort { query: Value },
+  RoundRobin(RoundRobin),
+}
+
+struct RoundRobin {
+  /// The listener registry owns the listening socket until `unwatch`.
+  listener: u32,
+  sockname: Option<Value>,
+  /// Workers with no `newconn` outstanding, first idle first.
+  free: VecDeque<u32>,
+  pending: VecDeque<Arc<OwnedFd>>,
+  /// Our `newconn` seq → the worker it went to and the connection, until the worker answers.
+  outstanding: HashMap<u64, (u32, Arc<OwnedFd>)>,
+}
+
+fn next_seq() -> u64 {
+  SEQ.fetch_add(1, Ordering::Relaxed)
+}
+
+fn send(channel: &Channel, mut message: Map<String, Value>, fd: Option<Arc<OwnedFd>>, native: &str) {
+  message.insert("cmd".into(), "NODE_CLUSTER".into());
+  message.insert("seq".into(), next_seq().into());
+  let value = match fd {
+    Some(_) => json!({ "cmd": "NODE_HANDLE", "type": native, "msg": message }),
+    None => Value::Object(message),
+  };
+  // A failed write means the worker is gone; its disconnect cleans up.
+  let _ = channel.send_value(&value, fd);
+}
+
+fn send_to(id: u32, message: Map<String, Value>, fd: Option<Arc<OwnedFd>>, native: &str) {
+  if let Some(channel) = channel::get(id) {
+    send(&channel, message, fd, native);
+  }
+}
+
+fn object(value: Value) -> Map<String, Value> {
+  match value {
+    Value::Object(map) => map,
+    _ => Map::new(),
+  }
+}
+
+pub fn on_message(channel: &Channel, message: Value) {
+  let act = message.get("act").and_then(Value::as_str).unwrap_or("");
+  match act {
+    "online" | "listening" => notify(channel.id, &message),
+    "queryServer" => query_server(channel, &message),
+    "close" => {
+      if let Some(key) = message.get("key").and_then(Value::as_str) {
+        let mut state = STATE.lock().unwrap();
+        remove_worker(&mut state, key, channel.id);
+      }
+    }
+    "exitedAfterDisconnect" => {
+      STATE.lock().unwrap().leaving.insert(channel.id);
+      notify(channel.id, &message);
+      send(channel, object(json!({ "ack": message.get("seq") })), None, "");
+    }
+    "" => {
+      if let (Some(ack), Some(accepted)) = (message.get("ack").and_then(Value::as_u64), message.get("accepted")) {
+        newconn_answered(channel.id, ack, accepted.as_bool().unwrap_or(false));
+      }
+    }
+    _ => {}
+  }
+}
+
+fn notify(id: u32, message: &Value) {
+  events::push(Event::Cluster { id, json: message.to_string() });
+}
+
+/// Node's primary builds the key with JavaScript string conversion; the worker echoes it back.
+fn js_string(value: Option<&Value>) -> String {
+  match value {
+    None => "undefined".into(),
+    Some(Value::String(s)) => s.clone(),
+    Some(other) => other.to_string(),
+  }
+}
+
+fn query_server(channel: &Channel, message: &Value) {
+  let get = |name: &str| message.get(name);
+  let key = ["address", "port", "addressType", "fd", "index"].map(|f| js_string(get(f))).join(":");
+  let seq = get("seq").cloned().unwrap_or(Value::Null);
+  let mut state = STATE.lock().unwrap();
+  if state.leaving.contains(&channel.id) {
+    return;
+  }
+  if !state.handles.contains_key(&key) {
+    match create_handle(message) {
+      Ok(handle) => {
+        if let Kind::RoundRobin(rr) = &handle.kind {
+          state.listeners.insert(rr.listener, key.clone());
+        }
+        state.handles.insert(key.clone(), handle);
+      }
+      Err(errno) => {
+        let reply = object(json!({ "errno": -(errno as i32), "key": key, "ack": seq, "data": Value::Null }));
+        return send(channel, reply, None, "");
+      }
+    }
+  }
+  let handle = state.handles.get_mut(&key).expect("inserted above");
+  if handle.data.is_null() {
+    handle.data = get("data").cloned().unwrap_or(Value::Null);
+  }
+  handle.workers.insert(channel.id);
+  let reply = object(json!({ "errno": 0, "key": key, "ack": seq, "data": handle.data }));
+  match &mut handle.kind {
+    Kind::Shared { fd, dgram } => match fd.try_clone().map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EBADF))) {
+      Ok(copy) => send(channel, reply, Some(Arc::new(copy)), if *dgram { "dgram.Native" } else { "net.Native" }),
+      Err(errno) => send(channel, errno_reply(reply, errno), None, ""),
+    },
+    Kind::ReusePort { query } => match bind_for(query, true) {
+      Ok((fd, _)) => send(channel, reply, Some(Arc::new(fd)), "net.Native"),
+      Err(errno) => send(channel, errno_reply(reply, errno), None, ""),
+    },
+    Kind::RoundRobin(rr) => {
+      let mut reply = reply;
+      reply.insert("errno".into(), Value::Null);
+      if let Some(sockname) = &rr.sockname {
+        reply.insert("sockname".into(), sockname.clone());
+      }
+      send(channel, reply, None, "");
+      rr.free.push_back(channel.id);
+      distribute(&key, rr);
+    }
+  }
+}
+
+fn errno_reply(mut reply: Map<String, Value>, errno: Errno) -> Map<String, Value> {
+  reply.insert("errno".into(), json!(-(errno as i32)));
+  reply
+}
+
+fn create_handle(message: &Value) -> Result<Handle, Errno> {
+  let address_type = message.get("addressType");
+  let dgram = matches!(address_type.and_then(Value::as_str), Some("udp4" | "udp6"));
+  let policy = POLICY.load(Ordering::Relaxed);
+  let kind = if dgram || policy == SCHED_NONE {
+    Kind::Shared { fd: bind_for(message, false)?.0, dgram }
+  } else if policy == SCHED_REUSEPORT && is_tcp(message) {
+    // Bind once now so `listen(0)` fixes one port that every worker's socket then shares.
+    let (_, port) = bind_for(message, true)?;
+    let mut query = message.clone();
+    query["port"] = json!(port);
+    Kind::ReusePort { query }
+  } else {
+    let (fd, _) = bind_for(message, false)?;
+    let backlog = message.get("backlog").and_then(Value::as_i64).filter(|&b| b > 0).unwrap_or(511);
+    listener::listen(&fd, backlog as i32)?;
+    let sockname = listener::sockname(fd.as_raw_fd());
+    let listener = listener::watch(Arc::new(fd))?;
+    Kind::RoundRobin(RoundRobin {
+      listener,
+      sockname,
+      free: VecDeque::new(),
+      pending: VecDeque::new(),
+      outstanding: HashMap::new(),
+    })
+  };
+  let path = if message.get("port").and_then(Value::as_i64).is_some_and(|p| p < 0) {
+    message.get("address").and_then(Value::as_str).map(str::to_owned)
+  } else {
+    None
+  };
+  Ok(Handle { data: Value::Null, path, workers: HashSet::new(), kind })
+}
+
+fn is_tcp(message: &Value) -> bool {
+  matches!(message.get("addressType").and_then(Value::as_i64), Some(4 | 6))
+}
+
+/// Binds the socket a worker's query describes; returns it with its bound port (0 for pipes).
+fn bind_for(message: &Value, reuse_port: bool) -> Result<(OwnedFd, u16), Errno> {
+  let address = message.get("address").and_then(Value::as_str);
+  let port = message.get("port").and_then(Value::as_i64).unwrap_or(0);
+  let flags = message.get("flags").and_then(Value::as_i64).unwrap_or(0);
+  let ip = |text: &str| text.parse::<IpAddr>().map_err(|_| Errno::EINVAL);
+  let fd = match message.get("addressType") {
+    Some(Value::String(family)) => {
+      let default = if family == "udp6" { "::" } else { "0.0.0.0" };
+      listener::bind_udp(ip(address.unwrap_or(default))?, port as u16, flags & 1 != 0, flags & 4 != 0)?
+    }
+    _ if port < 0 => {
+      let path = address.ok_or(Errno::EINVAL)?;
+      let flag = |name: &str| message.get(name).and_then(Value::as_bool).unwrap_or(false);
+      listener::bind_pipe(path, flag("readableAll"), flag("writableAll"))?
+    }
+    _ => {
+      let ip = address.map(ip).transpose()?;
+      listener::bind_tcp(&listener::Tcp { ip, port: port as u16, ipv6_only: flags & 1 != 0, reuse_port })?
+    }
+  };
+  let bound = listener::sockname(fd.as_raw_fd()).and_then(|s| s["port"].as_u64()).unwrap_or(0);
+  Ok((fd, bound as u16))
+}
+
+/// Hands queued connections to free workers.
+fn distribute(key: &str, rr: &mut RoundRobin) {
+  while !rr.pending.is_empty() {
+    let Some(worker) = rr.free.pop_front() else { return };
+    let Some(channel) = channel::get(worker) else { continue };
+    let conn = rr.pending.pop_front().expect("checked non-empty");
+    let seq = next_seq();
+    let message = json!({ "cmd": "NODE_CLUSTER", "act": "newconn", "key": key, "seq": seq });
+    let envelope = json!({ "cmd": "NODE_HANDLE", "type": "net.Native", "msg": message });
+    match channel.send_value(&envelope, Some(conn.clone())) {
+      Ok(_) => {
+        rr.outstanding.insert(seq, (worker, conn));
+      }
+      // The worker's channel just closed: its disconnect takes it out of the rotation.
+      Err(_) => rr.pending.push_front(conn),
+    }
+  }
+}
+
+pub fn on_connections(listener: u32, conns: Vec<OwnedFd>) {
+  let mut state = STATE.lock().unwrap();
+  let Some(key) = state.listeners.get(&listener).cloned() else { return };
+  if let Some(Handle { kind: Kind::RoundRobin(rr), .. }) = state.handles.get_mut(&key) {
+    rr.pending.extend(conns.into_iter().map(Arc::new));
+    distribute(&key, rr);
+  }
+}
+
+fn newconn_answered(worker: u32, ack: u64, accepted: bool) {
+  let mut state = STATE.lock().unwrap();
+  for (key, handle) in state.handles.iter_mut() {
+    let Kind::RoundRobin(rr) = &mut handle.kind else { continue };
+    let Some((owner, conn)) = rr.outstanding.remove(&ack) else { continue };
+    if owner != worker {
+      rr.outstanding.insert(ack, (owner, conn));
+      continue;
+    }
+    // Accepted: the worker has its copy and ours closes when `conn` drops. Refused: try another.
+    if !accepted {
+      rr.pending.push_front(conn);
+    }
+    if handle.workers.contains(&worker) {
+      rr.free.push_back(worker);
+    }
+    distribute(key, rr);
+    return;
+  }
+}
+
+/// The worker on channel `id` is gone: out of every rotation, its unanswered connections requeued.
+pub fn on_disconnect(id: u32) {
+  let mut state = STATE.lock().unwrap();
+  state.leaving.remove(&id);
+  let keys: Vec<String> = state.handles.iter().filter(|(_, h)| h.workers.contains(&id)).map(|(k, _)| k.clone()).collect();
+  for key in keys {
+    remove_worker(&mut state, &key, id);
+  }
+}
+
+/// Primary-side `worker.disconnect()`: queries stop being answered and the worker's handles go.
+pub fn disconnect(id: u32) {
+  let keys: Vec<String> = {
+    let mut state = STATE.lock().unwrap();
+    state.leaving.insert(id);
+    state.handles.iter().filter(|(_, h)| h.workers.contains(&id)).map(|(k, _)| k.clone()).collect()
+  };
+  send_to(id, object(json!({ "act": "disconnect" })), None, "");
+  let mut state = STATE.lock().unwrap();
+  for key in keys {
+    remove_worker(&mut state, &key, id);
+  }
+}
+
+fn remove_worker(state: &mut State, key: &str, id: u32) {
+  let Some(handle) = state.handles.get_mut(key) else { return };
+  handle.workers.remove(&id);
+  if let Kind::RoundRobin(rr) = &mut handle.kind {
+    rr.free.retain(|&w| w != id);
+    let lost: Vec<u64> = rr.outstanding.iter().filter(|(_, (w, _))| *w == id).map(|(seq, _)| *seq).collect();
+    for seq in lost {
+      let (_, conn) = rr.outstanding.remove(&seq).expect("listed above");
+      rr.pending.push_front(conn);
+    }
+  }
+  if !handle.workers.is_empty() {
+    if let Kind::RoundRobin(rr) = &mut handle.kind {
+      distribute(key, rr);
+    }
+    return;
+  }
+  // Pending connections and the listening socket close as the handle drops.
+  let handle = state.handles.remove(key).expect("present above");
+  if let Kind::RoundRobin(rr) = &handle.kind {
+    listener::unwatch(rr.listener);
+    state.listeners.remove(&rr.listener);
+  }
+  // As libuv does when a bound pipe closes: the socket file goes with it.
+  if let Some(path) = &handle.path {
+    let _ = std::fs::remove_file(path);
+  }
+}

@@ -1,0 +1,355 @@
+//! Node's IPC framing, both modes: JSON lines and 4-byte big-endian length-prefixed V8 payloads.
+//!
+//! The decoder reads straight into its own buffer (no copy per read) and yields frames as slices
+//! of it. Scanning resumes where the last scan stopped and consumed bytes are dropped only once
+//! they are at least half the buffer, so a 64 MB frame arriving in 64 KB reads costs linear time.
+
+use serde_json::Value;
+
+use crate::v8codec;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+  Json,
+  Advanced,
+}
+
+impl Mode {
+  pub fn parse(name: &str) -> Option<Mode> {
+    match name {
+      "json" => Some(Mode::Json),
+      "advanced" => Some(Mode::Advanced),
+      _ => None,
+    }
+  }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum FrameError {
+  /// A frame larger than the channel's limit: the stream cannot be resynchronised.
+  TooLarge { limit: usize },
+}
+
+impl std::fmt::Display for FrameError {
+  fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    match self {
+      FrameError::TooLarge { limit } => write!(f, "message larger than the channel limit of {limit} bytes"),
+    }
+  }
+}
+
+const RETAINED: usize = 1 << 20;
+
+pub struct Decoder {
+  mode: Mode,
+  /// Initialised storage; the data is `buf[start..end]`, the rest is room for the next read.
+  buf: Vec<u8>,
+  /// Start of the first byte not yet yielded.
+  start: usize,
+  end: usize,
+  /// JSON mode: where the next search for a newline begins (everything before has none).
+  scan: usize,
+  limit: usize,
+}
+
+impl Decoder {
+  pub fn new(mode: Mode, limit: usize) -> Decoder {
+    Decoder { mode, buf: Vec::new(), start: 0, end: 0, scan: 0, limit }
+  }
+
+  /// At least `want` bytes of room after the data, for the next read; `filled` records its size.
+  pub fn spare(&mut self, want: usize) -> &mut [u8] {
+    self.compact();
+    if self.buf.len() - self.end < want {
+      // Only newly grown storage is zeroed; later reads reuse it.
+      self.buf.resize(self.end + want, 0);
+    }
+    &mut self.buf[self.end..]
+  }
+
+  pub fn filled(&mut self, n: usize) {
+    self.end += n;
+  }
+
+  #[cfg(test)]
+  pub fn feed(&mut self, data: &[u8]) {
+    self.spare(data.len())[..data.len()].copy_from_slice(data);
+    self.filled(data.len());
+  }
+
+  /// Bytes received but not yet part of a complete frame.
+  pub fn pending(&self) -> usize {
+    self.end - self.start
+  }
+
+  /// The next complete frame (without newline or length prefix), if one is buffered.
+  pub fn next_frame(&mut self) -> Result<Option<&[u8]>, FrameError> {
+    match self.mode {
+      Mode::Json => self.next_line(),
+      Mode::Advanced => self.next_prefixed(),
+    }
+  }
+
+  fn next_line(&mut self) -> Result<Option<&[u8]>, FrameError> {
+    let from = self.scan.max(self.start);
+    match memchr(b'\n', &self.buf[from..self.end]) {
+      Some(at) => {
+        let (begin, end) = (self.start, from + at);
+        self.start = end + 1;
+        self.scan = self.start;
+        Ok(Some(&self.buf[begin..end]))
+      }
+      None => {
+        self.scan = self.end;
+        if self.pending() > self.limit {
+          return Err(FrameError::TooLarge { limit: self.limit });
+        }
+        Ok(None)
+      }
+    }
+  }
+
+  fn next_prefixed(&mut self) -> Result<Option<&[u8]>, FrameError> {
+    let avail = &self.buf[self.start..self.end];
+    if avail.len() < 4 {
+      return Ok(None);
+    }
+    let size = u32::from_be_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize;
+    if size > self.limit {
+      return Err(FrameError::TooLarge { limit: self.limit });
+    }
+    if avail.len() - 4 < size {
+      return Ok(None);
+    }
+    let begin = self.start + 4;
+    self.start = begin + size;
+    Ok(Some(&self.buf[begin..begin + size]))
+  }
+
+  fn compact(&mut self) {
+    if self.start == self.end {
+      self.start = 0;
+      self.end = 0;
+      self.scan = 0;
+      // Give back what one huge message grew, keeping room for ordinary reads.
+      if self.buf.len() > RETAINED {
+        self.buf.truncate(RETAINED);
+        self.buf.shrink_to_fit();
+      }
+    } else if self.start > 0 && self.start >= self.end - self.start {
+      self.buf.copy_within(self.start..self.end, 0);
+      self.end -= self.start;
+      self.scan -= self.start.min(self.scan);
+      self.start = 0;
+    }
+  }
+}
+
+fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
+  haystack.iter().position(|&b| b == needle)
+}
+
+/// Node's internal messages that the Rust side acts on without waiting for JavaScript.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Internal {
+  HandleAck,
+  HandleNack,
+  /// `NODE_HANDLE` envelope: an fd travels with it.
+  Handle,
+  Cluster,
+}
+
+const JSON_ACK: &[u8] = br#"{"cmd":"NODE_HANDLE_ACK"}"#;
+const JSON_NACK: &[u8] = br#"{"cmd":"NODE_HANDLE_NACK"}"#;
+const JSON_HANDLE: &[u8] = br#"{"cmd":"NODE_HANDLE","#;
+const JSON_CLUSTER: &[u8] = br#"{"cmd":"NODE_CLUSTER","#;
+
+/// Classifies a frame by its leading bytes. Node always writes `cmd` first in its own internal
+/// messages, so a prefix test is exact for them and costs nothing for user messages.
+pub fn classify(mode: Mode, frame: &[u8]) -> Option<Internal> {
+  match mode {
+    Mode::Json => {
+      let frame = frame.trim_ascii();
+      if frame == JSON_ACK {
+        Some(Internal::HandleAck)
+      } else if frame == JSON_NACK {
+        Some(Internal::HandleNack)
+      } else if frame.starts_with(JSON_HANDLE) {
+        Some(Internal::Handle)
+      } else if frame.starts_with(JSON_CLUSTER) {
+        Some(Internal::Cluster)
+      } else {
+        None
+      }
+    }
+    Mode::Advanced => classify_v8(frame),
+  }
+}
+
+/// V8 layout of `{cmd: "NODE_…", …}`: header `ff <version>`, `o`, one-byte string "cmd",
+/// one-byte string value; the object closes with `{ <count>` when `cmd` is its only property.
+fn classify_v8(frame: &[u8]) -> Option<Internal> {
+  let rest = frame.strip_prefix(&[0xff])?.get(1..)?;
+  let rest = rest.strip_prefix(b"o\"\x03cmd\"")?;
+  let (&len, rest) = rest.split_first()?;
+  let cmd = rest.get(..len as usize)?;
+  let only_cmd = rest.get(len as usize..) == Some(b"{\x01");
+  match cmd {
+    b"NODE_HANDLE_ACK" if only_cmd => Some(Internal::HandleAck),
+    b"NODE_HANDLE_NACK" if only_cmd => Some(Internal::HandleNack),
+    b"NODE_HANDLE" => Some(Internal::Handle),
+    b"NODE_CLUSTER" => Some(Internal::Cluster),
+    _ => None,
+  }
+}
+
+/// Parses a frame into a value, for the internal messages the Rust side reads in full.
+pub fn decode_value(mode: Mode, frame: &[u8]) -> Option<Value> {
+  match mode {
+    Mode::Json => serde_json::from_slice(frame).ok(),
+    Mode::Advanced => v8codec::decode(frame).ok(),
+  }
+}
+
+/// One complete frame on the wire for `value`.
+pub fn encode_frame(mode: Mode, value: &Value) -> Vec<u8> {
+  match mode {
+    Mode::Json => {
+      // serde_json's compact form never contains a raw newline, so the terminator is unambiguous.
+      let mut out = serde_json::to_vec(value).expect("serializing a JSON value cannot fail");
+      out.push(b'\n');
+      out
+    }
+    Mode::Advanced => {
+      let payload = v8codec::encode(value);
+      let mut out = Vec::with_capacity(payload.len() + 4);
+      out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+      out.extend_from_slice(&payload);
+      out
+    }
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+  use serde_json::json;
+
+  fn frames(dec: &mut Decoder) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Some(f) = dec.next_frame().unwrap() {
+      out.push(f.to_vec());
+    }
+    out
+  }
+
+  #[test]
+  fn json_many_messages_in_one_read_and_a_partial_tail() {
+    let mut dec = Decoder::new(Mode::Json, 1 << 20);
+    dec.feed(b"{\"a\":1}\n\"str\"\n42\n{\"b\":");
+    assert_eq!(frames(&mut dec), vec![b"{\"a\":1}".to_vec(), b"\"str\"".to_vec(), b"42".to_vec()]);
+    assert_eq!(dec.pending(), 5);
+    dec.feed(b"2}\n");
+    assert_eq!(frames(&mut dec), vec![b"{\"b\":2}".to_vec()]);
+    assert_eq!(dec.pending(), 0);
+  }
+
+  #[test]
+  fn json_split_at_every_byte_including_inside_multibyte_utf8() {
+    let wire = "{\"s\":\"héllo 日本 😀\"}\n[1,2]\n".as_bytes();
+    for cut in 0..=wire.len() {
+      let mut dec = Decoder::new(Mode::Json, 1 << 20);
+      let mut got = Vec::new();
+      dec.feed(&wire[..cut]);
+      got.extend(frames(&mut dec));
+      dec.feed(&wire[cut..]);
+      got.extend(frames(&mut dec));
+      assert_eq!(got, vec!["{\"s\":\"héllo 日本 😀\"}".as_bytes().to_vec(), b"[1,2]".to_vec()], "cut at {cut}");
+    }
+  }
+
+  #[test]
+  fn reads_into_spare_room() {
+    let mut dec = Decoder::new(Mode::Json, 1 << 20);
+    let room = dec.spare(16);
+    assert!(room.len() >= 16);
+    room[..4].copy_from_slice(b"1\n2\n");
+    dec.filled(4);
+    assert_eq!(frames(&mut dec), vec![b"1".to_vec(), b"2".to_vec()]);
+  }
+
+  #[test]
+  fn json_line_over_the_limit_is_an_error() {
+    let mut dec = Decoder::new(Mode::Json, 8);
+    dec.feed(b"123456789");
+    assert_eq!(dec.next_frame(), Err(FrameError::TooLarge { limit: 8 }));
+  }
+
+  #[test]
+  fn advanced_length_header_split_across_reads() {
+    let wire = [0, 0, 0, 7, 0xff, 0x0f, 0x22, 0x03, b's', b't', b'r', 0, 0, 0, 2, 0xff, 0x0f];
+    for cut in 0..=wire.len() {
+      let mut dec = Decoder::new(Mode::Advanced, 1 << 20);
+      let mut got = Vec::new();
+      dec.feed(&wire[..cut]);
+      got.extend(frames(&mut dec));
+      dec.feed(&wire[cut..]);
+      got.extend(frames(&mut dec));
+      assert_eq!(got, vec![wire[4..11].to_vec(), wire[15..].to_vec()], "cut at {cut}");
+    }
+  }
+
+  #[test]
+  fn advanced_declared_length_over_the_limit_is_an_error_before_buffering() {
+    let mut dec = Decoder::new(Mode::Advanced, 100);
+    dec.feed(&[0x80, 0, 0, 0]);
+    assert_eq!(dec.next_frame(), Err(FrameError::TooLarge { limit: 100 }));
+  }
+
+  #[test]
+  fn large_message_in_small_reads_is_linear() {
+    // 64 MB in 64 KB reads: a quadratic rescan or compaction would take minutes, not milliseconds.
+    let size = 64 << 20;
+    let chunk = vec![b'x'; 64 << 10];
+    let mut dec = Decoder::new(Mode::Json, usize::MAX);
+    let started = std::time::Instant::now();
+    for _ in 0..size / chunk.len() {
+      dec.feed(&chunk);
+      assert_eq!(dec.next_frame().unwrap(), None);
+    }
+    dec.feed(b"\n");
+    assert_eq!(dec.next_frame().unwrap().map(<[u8]>::len), Some(size));
+    assert!(started.elapsed().as_secs() < 20, "took {:?}", started.elapsed());
+  }
+
+  #[test]
+  fn classifies_node_internal_messages_by_prefix() {
+    let j = |s: &str| classify(Mode::Json, s.as_bytes());
+    assert_eq!(j(r#"{"cmd":"NODE_HANDLE_ACK"}"#), Some(Internal::HandleAck));
+    assert_eq!(j(r#"{"cmd":"NODE_HANDLE_NACK"}"#), Some(Internal::HandleNack));
+    assert_eq!(j(r#"{"cmd":"NODE_HANDLE","type":"net.Socket","msg":1}"#), Some(Internal::Handle));
+    assert_eq!(j(r#"{"cmd":"NODE_CLUSTER","act":"online","seq":0}"#), Some(Internal::Cluster));
+    assert_eq!(j(r#"{"cmd":"NODE_HANDLE_ACKX"}"#), None);
+    assert_eq!(j(r#""{\"cmd\":\"NODE_HANDLE_ACK\"}""#), None);
+    assert_eq!(j(r#"{"x":1}"#), None);
+
+    // Captured from Node 20: {cmd:'NODE_HANDLE_ACK'} in advanced mode.
+    let mut ack = vec![0xff, 0x0f, b'o', b'"', 3];
+    ack.extend_from_slice(b"cmd\"\x0fNODE_HANDLE_ACK{\x01");
+    assert_eq!(classify(Mode::Advanced, &ack), Some(Internal::HandleAck));
+    assert_eq!(classify(Mode::Advanced, &ack[..ack.len() - 2]), None);
+  }
+
+  #[test]
+  fn encoded_frames_decode_back() {
+    let v = json!({"cmd": "NODE_CLUSTER", "act": "newconn", "key": "null:0:4:undefined:0", "seq": 3});
+    for mode in [Mode::Json, Mode::Advanced] {
+      let wire = encode_frame(mode, &v);
+      let mut dec = Decoder::new(mode, 1 << 20);
+      dec.feed(&wire);
+      let frame = dec.next_frame().unwrap().unwrap().to_vec();
+      assert_eq!(classify(mode, &frame), Some(Internal::Cluster));
+      assert_eq!(decode_value(mode, &frame), Some(v.clone()));
+    }
+  }
+}

@@ -1,0 +1,96 @@
+//! The one background thread that waits on every fd the Rust side owns: channel sockets,
+//! child pidfds and round-robin listening sockets.
+//!
+//! Registration and `epoll_ctl` changes are made from whichever thread needs them (epoll is
+//! thread-safe); the thread itself only dispatches readiness to the owner of each token and wakes
+//! JavaScript once per batch. It is spawned lazily and lives as long as the process.
+
+use std::os::fd::BorrowedFd;
+use std::thread;
+
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use once_cell::sync::Lazy;
+
+use crate::{channel, events, listener, process};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+  Channel,
+  Process,
+  Listener,
+}
+
+const KIND_SHIFT: u32 = 32;
+
+fn token(kind: Kind, id: u32) -> u64 {
+  let tag: u64 = match kind {
+    Kind::Channel => 1,
+    Kind::Process => 2,
+    Kind::Listener => 3,
+  };
+  (tag << KIND_SHIFT) | u64::from(id)
+}
+
+static EPOLL: Lazy<Epoll> = Lazy::new(|| {
+  let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).expect("epoll_create1 failed");
+  thread::Builder::new()
+    .name("rust-cluster-reactor".into())
+    .spawn(run)
+    .expect("cannot start the rust-cluster reactor thread");
+  epoll
+});
+
+pub fn register(fd: BorrowedFd<'_>, kind: Kind, id: u32, writable: bool) -> Result<(), Errno> {
+  EPOLL.add(fd, EpollEvent::new(interest(writable), token(kind, id)))
+}
+
+pub fn set_writable(fd: BorrowedFd<'_>, kind: Kind, id: u32, writable: bool) -> Result<(), Errno> {
+  EPOLL.modify(fd, &mut EpollEvent::new(interest(writable), token(kind, id)))
+}
+
+pub fn deregister(fd: BorrowedFd<'_>) {
+  // ENOENT/EBADF: already gone, which is the state we want.
+  let _ = EPOLL.delete(fd);
+}
+
+fn interest(writable: bool) -> EpollFlags {
+  let base = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
+  if writable { base | EpollFlags::EPOLLOUT } else { base }
+}
+
+fn run() {
+  let epoll = &*EPOLL;
+  let mut ready = vec![EpollEvent::empty(); 256];
+  loop {
+    let n = match epoll.wait(&mut ready, EpollTimeout::NONE) {
+      Ok(n) => n,
+      Err(Errno::EINTR) => continue,
+      Err(e) => panic!("epoll_wait failed: {e}"),
+    };
+    for event in &ready[..n] {
+      let id = event.data() as u32;
+      let flags = event.events();
+      match event.data() >> KIND_SHIFT {
+        1 => channel::on_ready(id, flags),
+        2 => process::on_exit(id),
+        3 => listener::on_ready(id),
+        _ => {}
+      }
+    }
+    events::wake();
+  }
+}
+
+/// Makes sure the reactor is running before the first registration needs it.
+pub fn start() {
+  Lazy::force(&EPOLL);
+}
+
+pub fn readable(flags: EpollFlags) -> bool {
+  flags.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLHUP | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLERR)
+}
+
+pub fn writable(flags: EpollFlags) -> bool {
+  flags.intersects(EpollFlags::EPOLLOUT | EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP)
+}
