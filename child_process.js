@@ -1,0 +1,6 @@
+'use strict';
+// `require('rust-cluster/child_process')`: Node's child_process with `fork` replaced by the
+// Rust-backed one. Everything else is Node's own.
+const { fork } = require('./lib/child');
+
+module.exports = { ...require('child_process'), fork };

@@ -1,0 +1,200 @@
+'use strict';
+// The primary side of `cluster`, as Node's internal/cluster/primary.js presents it, on the Rust
+// core. Workers are forked with NODE_UNIQUE_ID so Node's own worker code runs in them; the core
+// answers their NODE_CLUSTER requests (listening sockets, round-robin hand-offs) and tells us only
+// what must be emitted here: online, listening, exitedAfterDisconnect.
+const EventEmitter = require('events');
+const { spawnChild } = require('./child');
+const { binding } = require('./native');
+const { errors } = require('./errors');
+
+const SCHED_NONE = 1;
+const SCHED_RR = 2;
+const SCHED_REUSEPORT = 3;
+const POLICIES = { none: SCHED_NONE, rr: SCHED_RR, reuseport: SCHED_REUSEPORT };
+
+class Worker extends EventEmitter {
+  constructor({ id, process: proc, state = 'none' }) {
+    super();
+    this.exitedAfterDisconnect = undefined;
+    this.state = state;
+    this.id = id | 0;
+    this.process = proc;
+    proc.on('error', (code, signal) => this.emit('error', code, signal));
+    proc.on('message', (message, handle) => this.emit('message', message, handle));
+  }
+
+  // The name Node used before v6 (DEP0007); the seed still reads it.
+  get suicide() {
+    return this.exitedAfterDisconnect;
+  }
+
+  send(...args) {
+    return this.process.send(...args);
+  }
+
+  isDead() {
+    return this.process.exitCode != null || this.process.signalCode != null;
+  }
+
+  isConnected() {
+    return this.process.connected;
+  }
+
+  disconnect() {
+    this.exitedAfterDisconnect = true;
+    if (this.process.connected) binding.disconnectWorker(this.process._id);
+    removeWorker(this);
+    return this;
+  }
+
+  destroy(signo) {
+    this.process.kill(signo || 'SIGTERM');
+  }
+
+  kill(signo) {
+    this.destroy(signo);
+  }
+}
+
+const cluster = new EventEmitter();
+const intercom = new EventEmitter();
+let ids = 0;
+let initialized = false;
+
+function policyFromEnv() {
+  return POLICIES[process.env.NODE_CLUSTER_SCHED_POLICY] ?? SCHED_RR;
+}
+
+function removeWorker(worker) {
+  if (cluster.workers[worker.id] !== worker) return;
+  delete cluster.workers[worker.id];
+  if (Object.keys(cluster.workers).length === 0) intercom.emit('disconnect');
+}
+
+function setupPrimary(options) {
+  const settings = {
+    args: process.argv.slice(2),
+    exec: process.argv[1],
+    execArgv: process.execArgv,
+    silent: false,
+    ...cluster.settings,
+    ...options,
+  };
+  if (settings.inspectPort === null) throw errors.ERR_SOCKET_BAD_PORT('Port', null);
+  // As Node: each process's V8 profile goes to its own file.
+  if (settings.execArgv.some((s) => s.startsWith('--prof')) && !settings.execArgv.some((s) => s.startsWith('--logfile='))) {
+    settings.execArgv = [...settings.execArgv, '--logfile=v8-%p.log'];
+  }
+  cluster.settings = settings;
+  if (!initialized) {
+    initialized = true;
+    if (!Object.values(POLICIES).includes(cluster.schedulingPolicy)) {
+      throw errors.ERR_INVALID_ARG_VALUE('cluster.schedulingPolicy', cluster.schedulingPolicy);
+    }
+    // Frozen from here on, as in Node.
+    binding.setSchedulingPolicy(cluster.schedulingPolicy);
+  }
+  process.nextTick(() => cluster.emit('setup', settings));
+}
+
+let debugPortOffset = 1;
+
+function workerExecArgv(settings) {
+  let execArgv = settings.execArgv;
+  if (!execArgv.some((arg) => /^--inspect(-brk|-port)?(=|$)/.test(arg))) return execArgv;
+  let port = settings.inspectPort;
+  if (typeof port === 'function') port = port();
+  else if (port === undefined) port = process.debugPort + debugPortOffset++;
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw errors.ERR_SOCKET_BAD_PORT('Port', port);
+  execArgv = [...execArgv, `--inspect-port=${port}`];
+  return execArgv;
+}
+
+function fork(env) {
+  setupPrimary();
+  const id = ++ids;
+  const { settings } = cluster;
+  const workerProcess = spawnChild(settings.exec, settings.args, {
+    cwd: settings.cwd,
+    env: { ...process.env, ...env },
+    extraEnv: { NODE_UNIQUE_ID: String(id) },
+    serialization: settings.serialization,
+    silent: settings.silent,
+    execArgv: workerExecArgv(settings),
+    stdio: settings.stdio,
+    gid: settings.gid,
+    uid: settings.uid,
+    worker: id,
+  });
+  const worker = new Worker({ id, process: workerProcess });
+  worker.on('message', function onMessage(message, handle) {
+    cluster.emit('message', this, message, handle);
+  });
+  workerProcess.once('exit', (exitCode, signalCode) => {
+    if (!worker.isConnected()) removeWorker(worker);
+    worker.exitedAfterDisconnect = !!worker.exitedAfterDisconnect;
+    worker.state = 'dead';
+    worker.emit('exit', exitCode, signalCode);
+    cluster.emit('exit', worker, exitCode, signalCode);
+  });
+  workerProcess.once('disconnect', () => {
+    if (worker.isDead()) removeWorker(worker);
+    worker.exitedAfterDisconnect = !!worker.exitedAfterDisconnect;
+    worker.state = 'disconnected';
+    worker.emit('disconnect');
+    cluster.emit('disconnect', worker);
+  });
+  workerProcess._onInternal = (event) => onClusterEvent(worker, JSON.parse(event.text));
+  process.nextTick(() => cluster.emit('fork', worker));
+  cluster.workers[worker.id] = worker;
+  return worker;
+}
+
+function onClusterEvent(worker, message) {
+  switch (message.act) {
+    case 'online':
+      worker.state = 'online';
+      worker.emit('online');
+      cluster.emit('online', worker);
+      break;
+    case 'listening': {
+      const info = { addressType: message.addressType, address: message.address, port: message.port, fd: message.fd };
+      worker.state = 'listening';
+      worker.emit('listening', info);
+      cluster.emit('listening', worker, info);
+      break;
+    }
+    case 'exitedAfterDisconnect':
+      worker.exitedAfterDisconnect = true;
+      break;
+  }
+}
+
+function disconnect(cb) {
+  const workers = Object.values(cluster.workers);
+  if (workers.length === 0) process.nextTick(() => intercom.emit('disconnect'));
+  for (const worker of workers) {
+    if (worker.isConnected()) worker.disconnect();
+  }
+  if (typeof cb === 'function') intercom.once('disconnect', cb);
+}
+
+Object.assign(cluster, {
+  isWorker: false,
+  isMaster: true,
+  isPrimary: true,
+  Worker,
+  workers: {},
+  settings: {},
+  SCHED_NONE,
+  SCHED_RR,
+  SCHED_REUSEPORT,
+  schedulingPolicy: policyFromEnv(),
+  setupPrimary,
+  setupMaster: setupPrimary,
+  fork,
+  disconnect,
+});
+
+module.exports = cluster;

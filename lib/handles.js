@@ -1,0 +1,68 @@
+'use strict';
+// Handles (fds) across the channel: what an outgoing handle is and which fd it holds, and the
+// Node object an incoming fd becomes. The envelope and its `type` strings are Node's own, so a
+// stock Node peer sends and receives them unchanged.
+const net = require('net');
+const dgram = require('dgram');
+const { errors } = require('./errors');
+
+// dgram keeps its handle behind a private symbol; `_handle` is a deprecated getter that warns.
+function dgramHandle(socket) {
+  const state = Object.getOwnPropertySymbols(socket).find((s) => s.description === 'state symbol');
+  return state && socket[state]?.handle;
+}
+
+function fdOf(handle) {
+  const fd = handle?.fd;
+  return Number.isInteger(fd) && fd >= 0 ? fd : undefined;
+}
+
+// `{ type, fd, fields }` for a handle Node can send, where `fields` go into the envelope.
+// Throws ERR_INVALID_HANDLE_TYPE for anything else, as Node does.
+function describeOutgoing(handle) {
+  let type;
+  let fd;
+  const fields = {};
+  if (handle instanceof net.Socket) {
+    type = 'net.Socket';
+    fd = fdOf(handle._handle);
+    if (handle.server?._connectionKey) fields.key = handle.server._connectionKey;
+  } else if (handle instanceof net.Server) {
+    type = 'net.Server';
+    fd = fdOf(handle._handle);
+  } else if (handle instanceof dgram.Socket) {
+    type = 'dgram.Socket';
+    fd = fdOf(dgramHandle(handle));
+    fields.dgramType = handle.type;
+  } else if (['TCP', 'Pipe'].includes(handle?.constructor?.name) && fdOf(handle) !== undefined) {
+    type = 'net.Native';
+    fd = fdOf(handle);
+  } else if (handle?.constructor?.name === 'UDP' && fdOf(handle) !== undefined) {
+    type = 'dgram.Native';
+    fd = fdOf(handle);
+  } else {
+    throw errors.ERR_INVALID_HANDLE_TYPE();
+  }
+  return { type, fd, fields };
+}
+
+// Builds the Node object for a received fd and passes it to `done` once usable: a server once
+// it listens, a dgram socket once bound (Node emits the message after that too).
+function adoptIncoming(envelope, fd, done) {
+  switch (envelope.type) {
+    case 'net.Server': {
+      const server = net.createServer();
+      server.listen({ fd }, () => done(server));
+      return;
+    }
+    case 'dgram.Socket': {
+      const socket = dgram.createSocket(envelope.dgramType === 'udp6' ? 'udp6' : 'udp4');
+      socket.bind({ fd }, () => done(socket));
+      return;
+    }
+    default:
+      done(new net.Socket({ fd, readable: true, writable: true }));
+  }
+}
+
+module.exports = { describeOutgoing, adoptIncoming };

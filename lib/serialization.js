@@ -1,0 +1,93 @@
+'use strict';
+// The two wire formats of Node's IPC channel, as Node's own child_process writes and reads them.
+// 'json': JSON.stringify + '\n'. 'advanced': 4-byte big-endian length, then V8 serialization in
+// which every ArrayBufferView is a host object (tag 0) and other host objects are copied (tag 1).
+const v8 = require('v8');
+
+const ARRAY_BUFFER_VIEW = 0;
+const NOT_ARRAY_BUFFER_VIEW = 1;
+
+class Serializer extends v8.DefaultSerializer {
+  _writeHostObject(object) {
+    if (ArrayBuffer.isView(object)) {
+      this.writeUint32(ARRAY_BUFFER_VIEW);
+      return super._writeHostObject(object);
+    }
+    this.writeUint32(NOT_ARRAY_BUFFER_VIEW);
+    this.writeValue({ ...object });
+  }
+}
+
+class Deserializer extends v8.DefaultDeserializer {
+  _readHostObject() {
+    if (this.readUint32() === ARRAY_BUFFER_VIEW) return super._readHostObject();
+    return this.readValue();
+  }
+}
+
+const json = {
+  // One frame; throws synchronously (circular structure, BigInt) as Node's send() does.
+  encode(message) {
+    return `${JSON.stringify(message)}\n`;
+  },
+  join(frames) {
+    return frames.join('');
+  },
+  size(frame) {
+    return frame.length;
+  },
+  // `text` holds whole lines, each ending in '\n'; yields each parsed message or the parse error.
+  *decode(text) {
+    let start = 0;
+    for (let end = text.indexOf('\n'); end !== -1; end = text.indexOf('\n', start)) {
+      const line = text.slice(start, end);
+      start = end + 1;
+      try {
+        yield { message: JSON.parse(line) };
+      } catch (error) {
+        yield { error, raw: line };
+      }
+    }
+  },
+  decodeOne(text) {
+    return JSON.parse(text);
+  },
+};
+
+const advanced = {
+  encode(message) {
+    const ser = new Serializer();
+    ser.writeHeader();
+    ser.writeValue(message);
+    const payload = ser.releaseBuffer();
+    const frame = Buffer.allocUnsafe(4 + payload.length);
+    frame.writeUInt32BE(payload.length, 0);
+    payload.copy(frame, 4);
+    return frame;
+  },
+  join(frames) {
+    return frames.length === 1 ? frames[0] : Buffer.concat(frames);
+  },
+  size(frame) {
+    return frame.length;
+  },
+  *decode(data) {
+    for (let at = 0; at + 4 <= data.length; ) {
+      const size = data.readUInt32BE(at);
+      const payload = data.subarray(at + 4, at + 4 + size);
+      at += 4 + size;
+      try {
+        yield { message: advanced.decodeOne(payload) };
+      } catch (error) {
+        yield { error, raw: payload };
+      }
+    }
+  },
+  decodeOne(payload) {
+    const des = new Deserializer(payload);
+    des.readHeader();
+    return des.readValue();
+  },
+};
+
+module.exports = { json, advanced };
