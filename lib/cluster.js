@@ -66,8 +66,9 @@ function policyFromEnv() {
   return POLICIES[process.env.NODE_CLUSTER_SCHED_POLICY] ?? SCHED_RR;
 }
 
+// As Node: it signals "no workers" on every call that leaves none, which is what lets a
+// `disconnect(cb)` registered after the workers were removed still fire when the last one exits.
 function removeWorker(worker) {
-  if (cluster.workers[worker.id] !== worker) return;
   delete cluster.workers[worker.id];
   if (Object.keys(cluster.workers).length === 0) intercom.emit('disconnect');
 }
