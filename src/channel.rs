@@ -6,6 +6,7 @@
 //! our own ACK/NACK replies overtake that queue but never split a frame. A handle received from
 //! the peer is ACKed here, before JavaScript sees it.
 
+use crate::lock::lock;
 use std::collections::{HashMap, VecDeque};
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -96,14 +97,14 @@ pub fn open(id: u32, fd: OwnedFd, mode: Mode, limit: usize, worker: Option<u32>)
     reader: Mutex::new(Reader { decoder: Decoder::new(mode, limit), fds: VecDeque::new(), batch: Vec::new() }),
     writer: Mutex::new(Writer::default()),
   });
-  CHANNELS.lock().unwrap().insert(id, channel.clone());
+  lock(&CHANNELS).insert(id, channel.clone());
   reactor::register(channel.fd.as_fd(), Kind::Channel, id, false).inspect_err(|_| {
-    CHANNELS.lock().unwrap().remove(&id);
+    lock(&CHANNELS).remove(&id);
   })
 }
 
 pub fn get(id: u32) -> Option<Arc<Channel>> {
-  CHANNELS.lock().unwrap().get(&id).cloned()
+  lock(&CHANNELS).get(&id).cloned()
 }
 
 /// Queues bytes (and maybe an fd) from JavaScript; returns the bytes still queued.
@@ -115,14 +116,22 @@ pub fn write(id: u32, bytes: Vec<u8>, fd: Option<Arc<OwnedFd>>) -> Result<usize,
 /// Closes the channel at our end: one last attempt to write what is queued, then EOF for the peer.
 /// Returns how many of JavaScript's chunks were written in full.
 pub fn close(id: u32) -> u64 {
-  let Some(channel) = CHANNELS.lock().unwrap().remove(&id) else { return 0 };
-  let mut writer = channel.writer.lock().unwrap();
+  let Some(channel) = lock(&CHANNELS).remove(&id) else { return 0 };
+  let mut writer = lock(&channel.writer);
   let _ = writer.flush(channel.fd.as_raw_fd());
   let completed = writer.completed;
   writer.close();
   drop(writer);
   channel.detach();
   completed
+}
+
+/// Reports `message` on channel `id` and closes it: the channel cannot be trusted any more.
+pub fn fail(id: u32, message: String) {
+  if let Some(channel) = get(id) {
+    events::push(Event::Error { id, message });
+    channel.end_by_peer();
+  }
 }
 
 pub fn on_ready(id: u32, flags: EpollFlags) {
@@ -143,7 +152,7 @@ impl Channel {
   }
 
   fn enqueue(&self, chunk: Chunk) -> Result<usize, Errno> {
-    let mut writer = self.writer.lock().unwrap();
+    let mut writer = lock(&self.writer);
     if writer.closed {
       return Err(Errno::EPIPE);
     }
@@ -154,7 +163,7 @@ impl Channel {
 
   fn send_control(&self, value: &Value) {
     let bytes = framing::encode_frame(self.mode, value);
-    let mut writer = self.writer.lock().unwrap();
+    let mut writer = lock(&self.writer);
     if !writer.closed {
       writer.push_early(Chunk { control: true, ..Chunk::new(bytes, None, false) });
       self.flush_locked(&mut writer);
@@ -162,7 +171,7 @@ impl Channel {
   }
 
   fn flush_and_report(&self) {
-    let mut writer = self.writer.lock().unwrap();
+    let mut writer = lock(&self.writer);
     self.flush_locked(&mut writer);
     if writer.completed != writer.reported {
       writer.reported = writer.completed;
@@ -183,7 +192,7 @@ impl Channel {
   }
 
   fn read(self: &Arc<Self>) {
-    let mut guard = self.reader.lock().unwrap();
+    let mut guard = lock(&self.reader);
     let reader = &mut *guard;
     let mut control = nix::cmsg_space!([RawFd; 64]);
     let mut ended = false;
@@ -218,9 +227,7 @@ impl Channel {
       if let Err(message) = self.frames(reader) {
         self.hand_over(reader);
         drop(guard);
-        events::push(Event::Error { id: self.id, message });
-        self.end_by_peer();
-        return;
+        return fail(self.id, message);
       }
     }
     self.hand_over(reader);
@@ -269,7 +276,7 @@ impl Channel {
   }
 
   fn on_handle_reply(&self, acked: bool) {
-    let mut writer = self.writer.lock().unwrap();
+    let mut writer = lock(&self.writer);
     // A reply with nothing in flight is the peer's confusion, not ours to crash on.
     let Some(inflight) = writer.awaiting.take() else { return };
     if !acked && inflight.tries < HANDLE_TRIES {
@@ -290,10 +297,10 @@ impl Channel {
   }
 
   fn end_by_peer(&self) {
-    if CHANNELS.lock().unwrap().remove(&self.id).is_none() {
+    if lock(&CHANNELS).remove(&self.id).is_none() {
       return;
     }
-    self.writer.lock().unwrap().close();
+    lock(&self.writer).close();
     self.detach();
     events::push(Event::Disconnect { id: self.id });
   }

@@ -7,6 +7,7 @@
 //! bound socket; reuseport gives each worker its own SO_REUSEPORT socket so the kernel balances.
 //! JavaScript only hears what it must emit: online, listening, exitedAfterDisconnect.
 
+use crate::lock::lock;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -105,12 +106,12 @@ pub fn on_message(channel: &Channel, message: Value) {
     "queryServer" => query_server(channel, &message),
     "close" => {
       if let Some(key) = message.get("key").and_then(Value::as_str) {
-        let mut state = STATE.lock().unwrap();
+        let mut state = lock(&STATE);
         remove_worker(&mut state, key, channel.id);
       }
     }
     "exitedAfterDisconnect" => {
-      STATE.lock().unwrap().leaving.insert(channel.id);
+      lock(&STATE).leaving.insert(channel.id);
       notify(channel.id, &message);
       send(channel, object(json!({ "ack": message.get("seq") })), None, "");
     }
@@ -140,7 +141,7 @@ fn query_server(channel: &Channel, message: &Value) {
   let get = |name: &str| message.get(name);
   let key = ["address", "port", "addressType", "fd", "index"].map(|f| js_string(get(f))).join(":");
   let seq = get("seq").cloned().unwrap_or(Value::Null);
-  let mut state = STATE.lock().unwrap();
+  let mut state = lock(&STATE);
   if state.leaving.contains(&channel.id) {
     return;
   }
@@ -274,7 +275,7 @@ fn distribute(key: &str, rr: &mut RoundRobin) {
 }
 
 pub fn on_connections(listener: u32, conns: Vec<OwnedFd>) {
-  let mut state = STATE.lock().unwrap();
+  let mut state = lock(&STATE);
   let Some(key) = state.listeners.get(&listener).cloned() else { return };
   if let Some(Handle { kind: Kind::RoundRobin(rr), .. }) = state.handles.get_mut(&key) {
     rr.pending.extend(conns.into_iter().map(Arc::new));
@@ -283,7 +284,7 @@ pub fn on_connections(listener: u32, conns: Vec<OwnedFd>) {
 }
 
 fn newconn_answered(worker: u32, ack: u64, accepted: bool) {
-  let mut state = STATE.lock().unwrap();
+  let mut state = lock(&STATE);
   for (key, handle) in state.handles.iter_mut() {
     let Kind::RoundRobin(rr) = &mut handle.kind else { continue };
     let Some((owner, conn)) = rr.outstanding.remove(&ack) else { continue };
@@ -305,7 +306,7 @@ fn newconn_answered(worker: u32, ack: u64, accepted: bool) {
 
 /// The worker on channel `id` is gone: out of every rotation, its unanswered connections requeued.
 pub fn on_disconnect(id: u32) {
-  let mut state = STATE.lock().unwrap();
+  let mut state = lock(&STATE);
   state.leaving.remove(&id);
   let keys: Vec<String> = state.handles.iter().filter(|(_, h)| h.workers.contains(&id)).map(|(k, _)| k.clone()).collect();
   for key in keys {
@@ -316,12 +317,12 @@ pub fn on_disconnect(id: u32) {
 /// Primary-side `worker.disconnect()`: queries stop being answered and the worker's handles go.
 pub fn disconnect(id: u32) {
   let keys: Vec<String> = {
-    let mut state = STATE.lock().unwrap();
+    let mut state = lock(&STATE);
     state.leaving.insert(id);
     state.handles.iter().filter(|(_, h)| h.workers.contains(&id)).map(|(k, _)| k.clone()).collect()
   };
   send_to(id, object(json!({ "act": "disconnect" })), None, "");
-  let mut state = STATE.lock().unwrap();
+  let mut state = lock(&STATE);
   for key in keys {
     remove_worker(&mut state, &key, id);
   }

@@ -4,6 +4,7 @@
 //! threadsafe function; JavaScript then takes everything queued with `drain`. The function is
 //! weak (unref'd), so it never keeps Node alive: JavaScript decides that with its own ref count.
 
+use crate::lock::lock;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -59,12 +60,12 @@ pub fn set_notify(notify: Notify) {
 }
 
 pub fn push(event: Event) {
-  QUEUE.lock().unwrap().push(event);
+  lock(&QUEUE).push(event);
 }
 
 /// Wakes JavaScript if events are queued and no wake-up is already on its way.
 pub fn wake() {
-  if QUEUE.lock().unwrap().is_empty() || NOTIFIED.swap(true, Ordering::AcqRel) {
+  if lock(&QUEUE).is_empty() || NOTIFIED.swap(true, Ordering::AcqRel) {
     return;
   }
   if let Some(notify) = NOTIFY.get() {
@@ -73,7 +74,7 @@ pub fn wake() {
 }
 
 pub fn take() -> Vec<Event> {
-  let mut queue = QUEUE.lock().unwrap();
+  let mut queue = lock(&QUEUE);
   NOTIFIED.store(false, Ordering::Release);
   std::mem::take(&mut *queue)
 }

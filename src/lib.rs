@@ -7,6 +7,7 @@ mod cluster;
 mod events;
 mod framing;
 mod listener;
+mod lock;
 mod process;
 mod reactor;
 mod spawn;
@@ -25,7 +26,7 @@ use framing::Mode;
 static NEXT_ID: AtomicU32 = AtomicU32::new(1);
 
 /// Registers the function the reactor calls (at most once per batch) when events are waiting.
-#[napi]
+#[napi(catch_unwind)]
 pub fn init(notify: Function<(), ()>) -> napi::Result<()> {
   let tsfn = notify.build_threadsafe_function::<()>().weak::<true>().build_callback(|_| Ok(()))?;
   events::set_notify(tsfn);
@@ -64,7 +65,7 @@ pub struct SpawnResult {
   pub fds: Vec<i32>,
 }
 
-#[napi]
+#[napi(catch_unwind)]
 pub fn spawn(options: SpawnOptions) -> napi::Result<SpawnResult> {
   let mode = Mode::parse(&options.serialization)
     .ok_or_else(|| napi::Error::from_reason(format!("unknown serialization '{}'", options.serialization)))?;
@@ -113,13 +114,13 @@ pub fn spawn(options: SpawnOptions) -> napi::Result<SpawnResult> {
 }
 
 /// Queues bytes on channel `id`; returns the bytes still queued, or a negative errno.
-#[napi]
+#[napi(catch_unwind)]
 pub fn write(id: u32, data: Either<String, Buffer>) -> i64 {
   queued_or_errno(channel::write(id, bytes_of(data), None))
 }
 
 /// Queues a `NODE_HANDLE` frame carrying a duplicate of `fd`; the caller keeps its own fd.
-#[napi]
+#[napi(catch_unwind)]
 pub fn write_handle(id: u32, frame: Either<String, Buffer>, fd: i32) -> i64 {
   let handle = match duplicate(fd) {
     Ok(handle) => handle,
@@ -129,25 +130,25 @@ pub fn write_handle(id: u32, frame: Either<String, Buffer>, fd: i32) -> i64 {
 }
 
 /// Policy for listening sockets created from now on: 1 shared, 2 round-robin, 3 reuseport.
-#[napi]
+#[napi(catch_unwind)]
 pub fn set_scheduling_policy(policy: u32) {
   cluster::set_policy(policy);
 }
 
 /// Primary-side `worker.disconnect()`: tells the worker and releases its listening sockets.
-#[napi]
+#[napi(catch_unwind)]
 pub fn disconnect_worker(id: u32) {
   cluster::disconnect(id);
 }
 
 /// Closes channel `id` at our end; returns how many chunks were written in full.
-#[napi]
+#[napi(catch_unwind)]
 pub fn close(id: u32) -> f64 {
   channel::close(id) as f64
 }
 
 /// Signals child `id`; returns 0 or an errno.
-#[napi]
+#[napi(catch_unwind)]
 pub fn kill(id: u32, signal: i32) -> i32 {
   match process::kill(id, signal) {
     Ok(()) => 0,
@@ -168,7 +169,7 @@ pub struct JsEvent {
 }
 
 /// Everything the reactor queued since the last call, in order.
-#[napi]
+#[napi(catch_unwind)]
 pub fn drain() -> Vec<JsEvent> {
   events::take().into_iter().map(to_js).collect()
 }

@@ -5,6 +5,7 @@
 //! round-robin listener is watched by the reactor; its connections are accepted here and handed
 //! to the cluster module without touching JavaScript.
 
+use crate::lock::lock;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -106,21 +107,21 @@ pub fn sockname(fd: RawFd) -> Option<Value> {
 /// Starts accepting on a listening socket; returns its listener id.
 pub fn watch(fd: Arc<OwnedFd>) -> Result<u32, Errno> {
   let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-  LISTENERS.lock().unwrap().insert(id, fd.clone());
+  lock(&LISTENERS).insert(id, fd.clone());
   reactor::register(fd.as_fd(), Kind::Listener, id, false).inspect_err(|_| {
-    LISTENERS.lock().unwrap().remove(&id);
+    lock(&LISTENERS).remove(&id);
   })?;
   Ok(id)
 }
 
 pub fn unwatch(id: u32) {
-  if let Some(fd) = LISTENERS.lock().unwrap().remove(&id) {
+  if let Some(fd) = lock(&LISTENERS).remove(&id) {
     reactor::deregister(fd.as_fd());
   }
 }
 
 pub fn on_ready(id: u32) {
-  let Some(fd) = LISTENERS.lock().unwrap().get(&id).cloned() else { return };
+  let Some(fd) = lock(&LISTENERS).get(&id).cloned() else { return };
   let mut accepted = Vec::new();
   while accepted.len() < ACCEPTS_PER_WAKE {
     match socket::accept4(fd.as_raw_fd(), SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK) {

@@ -4,6 +4,7 @@
 //! handler and never `waitpid(-1)`: each child is reaped by its own pid when its pidfd turns
 //! readable. Signalling through the pidfd cannot hit a recycled pid.
 
+use crate::lock::lock;
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
@@ -30,21 +31,21 @@ pub fn watch(id: u32, pid: i32) -> Result<(), Errno> {
   // SAFETY: the fd was just created for us; pidfds are CLOEXEC by definition.
   let pidfd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
   let child = Arc::new(Child { pid, pidfd });
-  CHILDREN.lock().unwrap().insert(id, child.clone());
+  lock(&CHILDREN).insert(id, child.clone());
   reactor::register(child.pidfd.as_fd(), Kind::Process, id, false).inspect_err(|_| {
-    CHILDREN.lock().unwrap().remove(&id);
+    lock(&CHILDREN).remove(&id);
   })
 }
 
 pub fn on_exit(id: u32) {
-  let Some(child) = CHILDREN.lock().unwrap().get(&id).cloned() else { return };
+  let Some(child) = lock(&CHILDREN).get(&id).cloned() else { return };
   let mut status = 0;
   // SAFETY: waiting for our own child by pid, without blocking.
   let reaped = unsafe { libc::waitpid(child.pid, &mut status, libc::WNOHANG) };
   if reaped == 0 {
     return;
   }
-  CHILDREN.lock().unwrap().remove(&id);
+  lock(&CHILDREN).remove(&id);
   reactor::deregister(child.pidfd.as_fd());
   let (code, signal) = if reaped < 0 {
     (Some(-(Errno::last() as i32)), None)
@@ -58,7 +59,7 @@ pub fn on_exit(id: u32) {
 
 /// Sends `signal` (0 probes); `ESRCH` once the child has been reaped.
 pub fn kill(id: u32, signal: i32) -> Result<(), Errno> {
-  let child = CHILDREN.lock().unwrap().get(&id).cloned().ok_or(Errno::ESRCH)?;
+  let child = lock(&CHILDREN).get(&id).cloned().ok_or(Errno::ESRCH)?;
   // SAFETY: pidfd_send_signal with a pidfd we own and no siginfo.
   let rc = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, child.pidfd.as_raw_fd(), signal, std::ptr::null::<libc::siginfo_t>(), 0) };
   if rc < 0 { Err(Errno::last()) } else { Ok(()) }

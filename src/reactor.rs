@@ -6,6 +6,7 @@
 //! JavaScript once per batch. It is spawned lazily and lives as long as the process.
 
 use std::os::fd::BorrowedFd;
+use std::panic;
 use std::thread;
 
 use nix::errno::Errno;
@@ -71,11 +72,20 @@ fn run() {
     for event in &ready[..n] {
       let id = event.data() as u32;
       let flags = event.events();
-      match event.data() >> KIND_SHIFT {
+      let kind = event.data() >> KIND_SHIFT;
+      // A bug met on one fd must not stop the thread every channel depends on.
+      let handled = panic::catch_unwind(|| match kind {
         1 => channel::on_ready(id, flags),
         2 => process::on_exit(id),
         3 => listener::on_ready(id),
         _ => {}
+      });
+      if let Err(cause) = handled {
+        let what = cause.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| cause.downcast_ref::<String>().cloned());
+        let message = format!("internal error in rust-cluster: {}", what.unwrap_or_default());
+        if kind == 1 {
+          channel::fail(id, message);
+        }
       }
     }
     events::wake();
