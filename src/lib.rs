@@ -67,8 +67,7 @@ pub struct SpawnResult {
 
 #[napi(catch_unwind)]
 pub fn spawn(options: SpawnOptions) -> napi::Result<SpawnResult> {
-  let mode = Mode::parse(&options.serialization)
-    .ok_or_else(|| napi::Error::from_reason(format!("unknown serialization '{}'", options.serialization)))?;
+  let mode = parse_mode(&options.serialization)?;
   let stdio = options
     .stdio
     .iter()
@@ -111,6 +110,21 @@ pub fn spawn(options: SpawnOptions) -> napi::Result<SpawnResult> {
   }
   process::watch(id, spawned.pid).map_err(|e| errno_error(e, "pidfd_open"))?;
   Ok(SpawnResult { errno: None, id, pid: spawned.pid, fds })
+}
+
+/// Adopts a connected stream socket (a duplicate of `fd`; the caller closes its own) as a message
+/// channel between unrelated processes; returns the channel id.
+#[napi(catch_unwind)]
+pub fn open_channel(fd: i32, serialization: String, max_message_size: f64) -> napi::Result<u32> {
+  let mode = parse_mode(&serialization)?;
+  let socket = duplicate(fd).map_err(|e| errno_error(e, "dup"))?;
+  let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+  channel::open(id, socket, mode, max_message_size as usize, None).map_err(|e| errno_error(e, "ipc channel"))?;
+  Ok(id)
+}
+
+fn parse_mode(name: &str) -> napi::Result<Mode> {
+  Mode::parse(name).ok_or_else(|| napi::Error::from_reason(format!("unknown serialization '{name}'")))
 }
 
 /// Queues bytes on channel `id`; returns the bytes still queued, or a negative errno.

@@ -1,0 +1,4 @@
+'use strict';
+// `require('rust-cluster/ipc')`: fork()'s message channel between unrelated processes, over a
+// unix-domain socket (with handle passing) or TCP, with an API shaped like `net`.
+module.exports = require('./lib/ipc');
