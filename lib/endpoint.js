@@ -57,6 +57,7 @@ class Endpoint extends EventEmitter {
     this._inboxAt = 0;
     this._pumping = false;
     this._waitingForHandle = false;
+    this._socketLists = new handles.ReceivedSockets((reply) => this.connected && this.send(reply));
   }
 
   // Binds this object to native channel `id`, open and ref'd.
@@ -269,6 +270,7 @@ class Endpoint extends EventEmitter {
   _emitMessage(message, handle) {
     if (message !== null && typeof message === 'object' && typeof message.cmd === 'string' &&
         message.cmd.length > 5 && message.cmd.startsWith('NODE_')) {
+      this._socketLists.answer(message);
       this.emit('internalMessage', message, handle);
     } else {
       this.emit('message', message, handle);
@@ -295,6 +297,7 @@ class Endpoint extends EventEmitter {
     if (fd === undefined || fd === null) return;
     this._waitingForHandle = true;
     handles.adoptIncoming(envelope, fd, (handle) => {
+      if (envelope.key !== undefined) this._socketLists.track(envelope.key, handle);
       this._waitingForHandle = false;
       this._emitMessage(envelope.msg, handle);
       this._pump();

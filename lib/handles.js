@@ -65,4 +65,34 @@ function adoptIncoming(envelope, fd, done) {
   }
 }
 
-module.exports = { describeOutgoing, adoptIncoming };
+// Sockets received with a `key` (they came from a server in the peer). The peer's server asks
+// how many are still open (`getConnections()`) and waits for all of them to close before its
+// `close()` completes; Node's receiving side answers, so we do too.
+class ReceivedSockets {
+  constructor(reply) {
+    this._reply = reply;
+    this._open = new Map();
+    this._closeWaiters = new Map();
+  }
+
+  track(key, socket) {
+    this._open.set(key, (this._open.get(key) ?? 0) + 1);
+    socket.once('close', () => {
+      const left = this._open.get(key) - 1;
+      this._open.set(key, left);
+      if (left === 0 && this._closeWaiters.delete(key)) this._reply({ cmd: 'NODE_SOCKET_ALL_CLOSED', key });
+    });
+  }
+
+  answer(message) {
+    const { cmd, key } = message;
+    if (cmd === 'NODE_SOCKET_GET_COUNT') {
+      this._reply({ cmd: 'NODE_SOCKET_COUNT', key, count: this._open.get(key) ?? 0 });
+    } else if (cmd === 'NODE_SOCKET_NOTIFY_CLOSE') {
+      if (!this._open.get(key)) this._reply({ cmd: 'NODE_SOCKET_ALL_CLOSED', key });
+      else this._closeWaiters.set(key, true);
+    }
+  }
+}
+
+module.exports = { describeOutgoing, adoptIncoming, ReceivedSockets };
