@@ -57,6 +57,7 @@ class Endpoint extends EventEmitter {
     this._inboxAt = 0;
     this._pumping = false;
     this._waitingForHandle = false;
+    this._gone = false;
     this._socketLists = new handles.ReceivedSockets((reply) => this.connected && this.send(reply));
   }
 
@@ -169,11 +170,18 @@ class Endpoint extends EventEmitter {
     }
     this._flush();
     this.connected = false;
+    // As Node: handles still waiting for their ACK, and what is queued behind them, go first.
+    if (this._handlesInFlight.length === 0) this._close();
+  }
+
+  _close() {
     this._written(binding.close(this._id));
     this._channelGone();
   }
 
   _channelGone() {
+    if (this._gone) return;
+    this._gone = true;
     this.connected = false;
     this.channel = null;
     this._setChannelRef(false);
@@ -216,6 +224,7 @@ class Endpoint extends EventEmitter {
         if (event.kind === 'lost') {
           process.emitWarning('Handle did not reach the receiving process correctly', 'SentHandleNotReceivedWarning');
         }
+        if (!this.connected && this._handlesInFlight.length === 0) this._close();
         return;
       }
       case 'error':
@@ -261,9 +270,7 @@ class Endpoint extends EventEmitter {
     if ('message' in item) this._emitMessage(item.message, undefined);
     else if (item.handleFrame !== undefined) this._receiveHandle(item);
     else if (item.error) this._protocolError(item.error, item.raw);
-    else if (item.disconnect) {
-      if (this.connected) this._channelGone();
-    } else if (item.exit) this._onExit(item.exit);
+    else if (item.disconnect) this._channelGone(); else if (item.exit) this._onExit(item.exit);
     else this._onInternal(item.native);
   }
 

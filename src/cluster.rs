@@ -6,6 +6,11 @@
 //! free worker (one `newconn` outstanding per worker, as Node); shared sends every worker the same
 //! bound socket; reuseport gives each worker its own SO_REUSEPORT socket so the kernel balances.
 //! JavaScript only hears what it must emit: online, listening, exitedAfterDisconnect.
+//!
+//! Reuseport's known hazard is that closing a listening socket resets the connections still in
+//! its backlog. We keep a copy of every worker's socket, so a worker's exit closes nothing: its
+//! socket becomes an orphan that the primary drains, handing its connections to the other
+//! workers like round-robin, until a new worker takes the socket over.
 
 use crate::lock::lock;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -38,7 +43,7 @@ pub fn set_policy(policy: u32) {
 #[derive(Default)]
 struct State {
   handles: HashMap<String, Handle>,
-  /// Listener id → key of the round-robin handle it feeds.
+  /// Listener id → key of the handle whose connections it accepts.
   listeners: HashMap<u32, String>,
   /// Channels whose worker asked to exit after disconnect: their queries go unanswered.
   leaving: HashSet<u32>,
@@ -50,20 +55,30 @@ struct Handle {
   path: Option<String>,
   workers: HashSet<u32>,
   kind: Kind,
+  /// Listening sockets the primary accepts on for this handle (the listener registry owns them).
+  listeners: Vec<u32>,
+  dispatch: Dispatch,
 }
 
 enum Kind {
   /// One bound socket, sent to every worker (SCHED_NONE, and UDP under any policy).
   Shared { fd: OwnedFd, dgram: bool },
-  /// A new SO_REUSEPORT socket per worker; the query is kept to bind the next one alike.
-  ReusePort { query: Value },
-  RoundRobin(RoundRobin),
+  ReusePort(ReusePort),
+  RoundRobin { sockname: Option<Value> },
 }
 
-struct RoundRobin {
-  /// The listener registry owns the listening socket until `unwatch`.
-  listener: u32,
-  sockname: Option<Value>,
+struct ReusePort {
+  /// The query, to bind every worker's socket alike (with the port fixed by the first bind).
+  query: Value,
+  /// Each worker's socket, kept so that its exit does not reset the backlog.
+  owned: HashMap<u32, Arc<OwnedFd>>,
+  /// Sockets whose worker is gone, with the listener that drains them.
+  orphans: Vec<(u32, Arc<OwnedFd>)>,
+}
+
+/// Connections the primary accepted, on their way to workers.
+#[derive(Default)]
+struct Dispatch {
   /// Workers with no `newconn` outstanding, first idle first.
   free: VecDeque<u32>,
   pending: VecDeque<Arc<OwnedFd>>,
@@ -141,15 +156,16 @@ fn query_server(channel: &Channel, message: &Value) {
   let get = |name: &str| message.get(name);
   let key = ["address", "port", "addressType", "fd", "index"].map(|f| js_string(get(f))).join(":");
   let seq = get("seq").cloned().unwrap_or(Value::Null);
-  let mut state = lock(&STATE);
+  let mut guard = lock(&STATE);
+  let state = &mut *guard;
   if state.leaving.contains(&channel.id) {
     return;
   }
   if !state.handles.contains_key(&key) {
     match create_handle(message) {
       Ok(handle) => {
-        if let Kind::RoundRobin(rr) = &handle.kind {
-          state.listeners.insert(rr.listener, key.clone());
+        for &listener in &handle.listeners {
+          state.listeners.insert(listener, key.clone());
         }
         state.handles.insert(key.clone(), handle);
       }
@@ -164,25 +180,40 @@ fn query_server(channel: &Channel, message: &Value) {
     handle.data = get("data").cloned().unwrap_or(Value::Null);
   }
   handle.workers.insert(channel.id);
-  let reply = object(json!({ "errno": 0, "key": key, "ack": seq, "data": handle.data }));
+  let mut reply = object(json!({ "errno": 0, "key": key, "ack": seq, "data": handle.data }));
   match &mut handle.kind {
-    Kind::Shared { fd, dgram } => match fd.try_clone().map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EBADF))) {
+    Kind::Shared { fd, dgram } => match fd.try_clone() {
       Ok(copy) => send(channel, reply, Some(Arc::new(copy)), if *dgram { "dgram.Native" } else { "net.Native" }),
-      Err(errno) => send(channel, errno_reply(reply, errno), None, ""),
+      Err(e) => send(channel, errno_reply(reply, Errno::from_raw(e.raw_os_error().unwrap_or(libc::EBADF))), None, ""),
     },
-    Kind::ReusePort { query } => match bind_for(query, true) {
-      Ok((fd, _)) => send(channel, reply, Some(Arc::new(fd)), "net.Native"),
-      Err(errno) => send(channel, errno_reply(reply, errno), None, ""),
-    },
-    Kind::RoundRobin(rr) => {
-      let mut reply = reply;
+    Kind::ReusePort(reuse) => {
+      let socket = match reuse.orphans.pop() {
+        Some((listener, fd)) => {
+          listener::unwatch(listener);
+          handle.listeners.retain(|&l| l != listener);
+          state.listeners.remove(&listener);
+          Ok(fd)
+        }
+        None => bind_for(&reuse.query, true).map(|(fd, _)| Arc::new(fd)),
+      };
+      match socket {
+        Ok(fd) => {
+          reuse.owned.insert(channel.id, fd.clone());
+          send(channel, reply, Some(fd), "net.Native");
+          handle.dispatch.free.push_back(channel.id);
+          handle.dispatch.distribute(&key);
+        }
+        Err(errno) => send(channel, errno_reply(reply, errno), None, ""),
+      }
+    }
+    Kind::RoundRobin { sockname } => {
       reply.insert("errno".into(), Value::Null);
-      if let Some(sockname) = &rr.sockname {
+      if let Some(sockname) = sockname {
         reply.insert("sockname".into(), sockname.clone());
       }
       send(channel, reply, None, "");
-      rr.free.push_back(channel.id);
-      distribute(&key, rr);
+      handle.dispatch.free.push_back(channel.id);
+      handle.dispatch.distribute(&key);
     }
   }
 }
@@ -196,34 +227,33 @@ fn create_handle(message: &Value) -> Result<Handle, Errno> {
   let address_type = message.get("addressType");
   let dgram = matches!(address_type.and_then(Value::as_str), Some("udp4" | "udp6"));
   let policy = POLICY.load(Ordering::Relaxed);
+  let mut listeners = Vec::new();
   let kind = if dgram || policy == SCHED_NONE {
     Kind::Shared { fd: bind_for(message, false)?.0, dgram }
   } else if policy == SCHED_REUSEPORT && is_tcp(message) {
-    // Bind once now so `listen(0)` fixes one port that every worker's socket then shares.
+    // Bind once now so that `listen(0)` fixes the one port every worker's socket then shares.
     let (_, port) = bind_for(message, true)?;
     let mut query = message.clone();
     query["port"] = json!(port);
-    Kind::ReusePort { query }
+    Kind::ReusePort(ReusePort { query, owned: HashMap::new(), orphans: Vec::new() })
   } else {
     let (fd, _) = bind_for(message, false)?;
-    let backlog = message.get("backlog").and_then(Value::as_i64).filter(|&b| b > 0).unwrap_or(511);
-    listener::listen(&fd, backlog as i32)?;
+    listener::listen(&fd, backlog(message))?;
     let sockname = listener::sockname(fd.as_raw_fd());
-    let listener = listener::watch(Arc::new(fd))?;
-    Kind::RoundRobin(RoundRobin {
-      listener,
-      sockname,
-      free: VecDeque::new(),
-      pending: VecDeque::new(),
-      outstanding: HashMap::new(),
-    })
+    listeners.push(listener::watch(Arc::new(fd))?);
+    Kind::RoundRobin { sockname }
   };
   let path = if message.get("port").and_then(Value::as_i64).is_some_and(|p| p < 0) {
     message.get("address").and_then(Value::as_str).map(str::to_owned)
   } else {
     None
   };
-  Ok(Handle { data: Value::Null, path, workers: HashSet::new(), kind })
+  Ok(Handle { data: Value::Null, path, workers: HashSet::new(), kind, listeners, dispatch: Dispatch::default() })
+}
+
+/// A falsy backlog means Node's default.
+fn backlog(message: &Value) -> i32 {
+  message.get("backlog").and_then(Value::as_i64).filter(|&b| b > 0).unwrap_or(511) as i32
 }
 
 fn is_tcp(message: &Value) -> bool {
@@ -255,21 +285,33 @@ fn bind_for(message: &Value, reuse_port: bool) -> Result<(OwnedFd, u16), Errno> 
   Ok((fd, bound as u16))
 }
 
-/// Hands queued connections to free workers.
-fn distribute(key: &str, rr: &mut RoundRobin) {
-  while !rr.pending.is_empty() {
-    let Some(worker) = rr.free.pop_front() else { return };
-    let Some(channel) = channel::get(worker) else { continue };
-    let conn = rr.pending.pop_front().expect("checked non-empty");
-    let seq = next_seq();
-    let message = json!({ "cmd": "NODE_CLUSTER", "act": "newconn", "key": key, "seq": seq });
-    let envelope = json!({ "cmd": "NODE_HANDLE", "type": "net.Native", "msg": message });
-    match channel.send_value(&envelope, Some(conn.clone())) {
-      Ok(_) => {
-        rr.outstanding.insert(seq, (worker, conn));
+impl Dispatch {
+  /// Hands queued connections to free workers.
+  fn distribute(&mut self, key: &str) {
+    while !self.pending.is_empty() {
+      let Some(worker) = self.free.pop_front() else { return };
+      let Some(channel) = channel::get(worker) else { continue };
+      let conn = self.pending.pop_front().expect("checked non-empty");
+      let seq = next_seq();
+      let message = json!({ "cmd": "NODE_CLUSTER", "act": "newconn", "key": key, "seq": seq });
+      let envelope = json!({ "cmd": "NODE_HANDLE", "type": "net.Native", "msg": message });
+      match channel.send_value(&envelope, Some(conn.clone())) {
+        Ok(_) => {
+          self.outstanding.insert(seq, (worker, conn));
+        }
+        // The worker's channel just closed: its disconnect takes it out of the rotation.
+        Err(_) => self.pending.push_front(conn),
       }
-      // The worker's channel just closed: its disconnect takes it out of the rotation.
-      Err(_) => rr.pending.push_front(conn),
+    }
+  }
+
+  /// Takes `worker` out of the rotation; what it had not confirmed goes to the others.
+  fn remove(&mut self, worker: u32) {
+    self.free.retain(|&w| w != worker);
+    let lost: Vec<u64> = self.outstanding.iter().filter(|(_, (w, _))| *w == worker).map(|(seq, _)| *seq).collect();
+    for seq in lost {
+      let (_, conn) = self.outstanding.remove(&seq).expect("listed above");
+      self.pending.push_front(conn);
     }
   }
 }
@@ -277,29 +319,29 @@ fn distribute(key: &str, rr: &mut RoundRobin) {
 pub fn on_connections(listener: u32, conns: Vec<OwnedFd>) {
   let mut state = lock(&STATE);
   let Some(key) = state.listeners.get(&listener).cloned() else { return };
-  if let Some(Handle { kind: Kind::RoundRobin(rr), .. }) = state.handles.get_mut(&key) {
-    rr.pending.extend(conns.into_iter().map(Arc::new));
-    distribute(&key, rr);
+  if let Some(handle) = state.handles.get_mut(&key) {
+    handle.dispatch.pending.extend(conns.into_iter().map(Arc::new));
+    handle.dispatch.distribute(&key);
   }
 }
 
 fn newconn_answered(worker: u32, ack: u64, accepted: bool) {
   let mut state = lock(&STATE);
   for (key, handle) in state.handles.iter_mut() {
-    let Kind::RoundRobin(rr) = &mut handle.kind else { continue };
-    let Some((owner, conn)) = rr.outstanding.remove(&ack) else { continue };
-    if owner != worker {
-      rr.outstanding.insert(ack, (owner, conn));
-      continue;
+    let dispatch = &mut handle.dispatch;
+    match dispatch.outstanding.get(&ack) {
+      Some((owner, _)) if *owner == worker => {}
+      _ => continue,
     }
+    let (_, conn) = dispatch.outstanding.remove(&ack).expect("checked above");
     // Accepted: the worker has its copy and ours closes when `conn` drops. Refused: try another.
     if !accepted {
-      rr.pending.push_front(conn);
+      dispatch.pending.push_front(conn);
     }
     if handle.workers.contains(&worker) {
-      rr.free.push_back(worker);
+      dispatch.free.push_back(worker);
     }
-    distribute(key, rr);
+    dispatch.distribute(key);
     return;
   }
 }
@@ -308,18 +350,17 @@ fn newconn_answered(worker: u32, ack: u64, accepted: bool) {
 pub fn on_disconnect(id: u32) {
   let mut state = lock(&STATE);
   state.leaving.remove(&id);
-  let keys: Vec<String> = state.handles.iter().filter(|(_, h)| h.workers.contains(&id)).map(|(k, _)| k.clone()).collect();
-  for key in keys {
+  for key in handles_of(&state, id) {
     remove_worker(&mut state, &key, id);
   }
 }
 
 /// Primary-side `worker.disconnect()`: queries stop being answered and the worker's handles go.
 pub fn disconnect(id: u32) {
-  let keys: Vec<String> = {
+  let keys = {
     let mut state = lock(&STATE);
     state.leaving.insert(id);
-    state.handles.iter().filter(|(_, h)| h.workers.contains(&id)).map(|(k, _)| k.clone()).collect()
+    handles_of(&state, id)
   };
   send_to(id, object(json!({ "act": "disconnect" })), None, "");
   let mut state = lock(&STATE);
@@ -328,28 +369,34 @@ pub fn disconnect(id: u32) {
   }
 }
 
+fn handles_of(state: &State, id: u32) -> Vec<String> {
+  state.handles.iter().filter(|(_, h)| h.workers.contains(&id)).map(|(k, _)| k.clone()).collect()
+}
+
 fn remove_worker(state: &mut State, key: &str, id: u32) {
-  let Some(handle) = state.handles.get_mut(key) else { return };
+  let State { handles, listeners, .. } = state;
+  let Some(handle) = handles.get_mut(key) else { return };
   handle.workers.remove(&id);
-  if let Kind::RoundRobin(rr) = &mut handle.kind {
-    rr.free.retain(|&w| w != id);
-    let lost: Vec<u64> = rr.outstanding.iter().filter(|(_, (w, _))| *w == id).map(|(seq, _)| *seq).collect();
-    for seq in lost {
-      let (_, conn) = rr.outstanding.remove(&seq).expect("listed above");
-      rr.pending.push_front(conn);
-    }
-  }
+  handle.dispatch.remove(id);
   if !handle.workers.is_empty() {
-    if let Kind::RoundRobin(rr) = &mut handle.kind {
-      distribute(key, rr);
+    if let Kind::ReusePort(reuse) = &mut handle.kind {
+      if let Some(fd) = reuse.owned.remove(&id) {
+        // Our copy keeps it listening: drain it rather than let its backlog be reset.
+        if let Ok(listener) = listener::listen(&fd, backlog(&reuse.query)).and_then(|()| listener::watch(fd.clone())) {
+          reuse.orphans.push((listener, fd));
+          handle.listeners.push(listener);
+          listeners.insert(listener, key.to_owned());
+        }
+      }
     }
+    handle.dispatch.distribute(key);
     return;
   }
-  // Pending connections and the listening socket close as the handle drops.
-  let handle = state.handles.remove(key).expect("present above");
-  if let Kind::RoundRobin(rr) = &handle.kind {
-    listener::unwatch(rr.listener);
-    state.listeners.remove(&rr.listener);
+  // Pending connections and the listening sockets close as the handle drops.
+  let handle = handles.remove(key).expect("present above");
+  for listener in &handle.listeners {
+    listener::unwatch(*listener);
+    listeners.remove(listener);
   }
   // As libuv does when a bound pipe closes: the socket file goes with it.
   if let Some(path) = &handle.path {
