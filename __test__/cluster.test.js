@@ -388,9 +388,13 @@ const TARGETS = [
   },
 ];
 
-for (const [policy, SCHED] of [['rr', 2], ['none', 1]]) {
+const REUSEPORT_ONLY = reference && 'SCHED_REUSEPORT is a rust-cluster policy';
+// The handle a worker ends up with: reuseport gives TCP servers real sockets, and pipes fall back to round-robin.
+const handleKind = (policy, listen) => (policy === 'rr' || (policy === 'reuseport' && listen.path) ? 'rr' : 'shared');
+
+for (const [policy, SCHED, skip] of [['rr', 2, false], ['none', 1, false], ['reuseport', 3, REUSEPORT_ONLY]]) {
   for (const target of TARGETS) {
-    test(`policy ${policy}: ${target.label}: all workers share it, requests reach several workers`, { timeout: 20_000 }, async (t) => {
+    test(`policy ${policy}: ${target.label}: all workers share it, requests reach several workers`, { timeout: 20_000, skip }, async (t) => {
       if (target.ipv6 && !(await hasIPv6())) return t.skip('no IPv6 on this machine');
       const listen = await target.listen(t);
       const fx = startFixture(t, 'serve', {
@@ -402,7 +406,7 @@ for (const [policy, SCHED] of [['rr', 2], ['none', 1]]) {
 
       const workers = fx.all('worker-listening');
       assert.equal(workers.length, 2);
-      for (const w of workers) assert.equal(w.mode, policy === 'none' ? 'shared' : 'rr', 'handle kind follows the policy');
+      for (const w of workers) assert.equal(w.mode, handleKind(policy, listen), 'handle kind follows the policy');
 
       // Cluster 'listening' per worker and per server: the n-th server of every worker shares one address.
       const [first, second] = [0, 1].map((n) => fx.all('listening').filter((l, i, all) =>
@@ -442,7 +446,8 @@ test('schedulingPolicy assigned in code before fork() decides the handle kind', 
 // died before accepting it, so under Node that request hangs (verified); rust-cluster must not.
 const RR_HANG = reference && "Node's round-robin primary leaves a connection handed to a dying worker hanging";
 
-for (const [policy, skip] of [['rr', RR_HANG], ['none', false]]) {
+// Under reuseport the dead worker's socket, still holding its backlog, is drained by the primary.
+for (const [policy, skip] of [['rr', RR_HANG], ['none', false], ['reuseport', REUSEPORT_ONLY]]) {
   test(`policy ${policy}: a worker killed under load: every request settles, later ones are all served`, { timeout: 30_000, skip }, async (t) => {
     const fx = startFixture(t, 'serve', {
       env: { NODE_CLUSTER_SCHED_POLICY: policy, RC_SERVE: JSON.stringify({ listen: { port: 0, host: '127.0.0.1' } }) },
