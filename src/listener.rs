@@ -106,6 +106,7 @@ pub fn sockname(fd: RawFd) -> Option<Value> {
 
 /// Starts accepting on a listening socket; returns its listener id.
 pub fn watch(fd: Arc<OwnedFd>) -> Result<u32, Errno> {
+  keep_reserve();
   let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
   lock(&LISTENERS).insert(id, fd.clone());
   reactor::register(fd.as_fd(), Kind::Listener, id, false).inspect_err(|_| {
@@ -120,6 +121,28 @@ pub fn unwatch(id: u32) {
   }
 }
 
+/// An fd kept in reserve for when the table is full (libuv's trick): without it a listener
+/// that cannot accept stays readable and the reactor would spin on it.
+static RESERVE: Mutex<Option<OwnedFd>> = Mutex::new(None);
+
+fn keep_reserve() {
+  let mut reserve = lock(&RESERVE);
+  if reserve.is_none() {
+    *reserve = nix::fcntl::open("/dev/null", nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()).ok();
+  }
+}
+
+/// Out of fds: frees the reserve, accepts one connection and closes it at once, so the client
+/// sees a reset instead of waiting, then takes the reserve back.
+fn shed_one(listener: RawFd) {
+  lock(&RESERVE).take();
+  if let Ok(conn) = socket::accept4(listener, SockFlag::SOCK_CLOEXEC) {
+    // SAFETY: accept4 returned a new fd that nothing else owns; it is closed right away.
+    drop(unsafe { OwnedFd::from_raw_fd(conn) });
+  }
+  keep_reserve();
+}
+
 pub fn on_ready(id: u32) {
   let Some(fd) = lock(&LISTENERS).get(&id).cloned() else { return };
   let mut accepted = Vec::new();
@@ -128,7 +151,11 @@ pub fn on_ready(id: u32) {
       // SAFETY: accept4 returned a new fd that nothing else owns.
       Ok(conn) => accepted.push(unsafe { OwnedFd::from_raw_fd(conn) }),
       Err(Errno::EINTR | Errno::ECONNABORTED) => continue,
-      // EAGAIN: drained. EMFILE and friends: the reactor will report readiness again.
+      Err(Errno::EMFILE | Errno::ENFILE) => {
+        shed_one(fd.as_raw_fd());
+        break;
+      }
+      // EAGAIN: drained; anything else is reported again by the next readiness.
       Err(_) => break,
     }
   }
