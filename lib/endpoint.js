@@ -126,7 +126,7 @@ class Endpoint extends EventEmitter {
       handle._handle?.readStop?.();
     }
     const result = binding.writeHandle(this._id, frame, fd);
-    this._handlesInFlight.push({ handle, type, keepOpen });
+    if (result >= 0) this._handlesInFlight.push({ handle, type, keepOpen });
     this._submitted++;
     this._afterWrite(result, typeof callback === 'function' ? [callback] : []);
     return this._queued < HIGH_WATER;
@@ -186,7 +186,10 @@ class Endpoint extends EventEmitter {
     this.channel = null;
     this._setChannelRef(false);
     const err = errors.ERR_IPC_CHANNEL_CLOSED();
-    for (const { callbacks } of this._unwritten.splice(0)) {
+    const unsent = { callbacks: this._batchCallbacks.splice(0) };
+    this._batch = [];
+    this._batchSize = 0;
+    for (const { callbacks } of [...this._unwritten.splice(0), unsent]) {
       for (const callback of callbacks) process.nextTick(callback, err);
     }
     for (const { handle, type, keepOpen } of this._handlesInFlight.splice(0)) {
