@@ -31,29 +31,37 @@ class Channel extends Endpoint {
     // A client may send before its connection is up; those messages go out, in order, once it is.
     this._connecting = true;
     this._early = [];
+    // Known from the address before the connection is up, so a handle over TCP fails at once.
+    this._tcp = false;
   }
 
   // Hands the connected socket's fd to the core and lets the JS socket go.
   _adopt(socket) {
     const id = native.binding.openChannel(socket._handle.fd, this._options.serialization, this._options.maxMessageSize);
-    this._unixPath = socket.remoteFamily === undefined;
+    this._tcp = socket.remoteFamily !== undefined;
     this.remoteAddress = socket.remoteAddress;
     socket.destroy();
     this._attach(id, this._options.serialization);
     this._connecting = false;
-    for (const args of this._early.splice(0)) this.send(...args);
+    for (const args of this._early.splice(0)) {
+      try {
+        this.send(...args);
+      } catch (err) {
+        this.emit('error', err);
+      }
+    }
   }
 
   send(message, handle, options, callback) {
-    if (this._connecting) {
-      this._early.push([message, handle, options, callback]);
-      return true;
-    }
     const carriesHandle = handle !== undefined && handle !== null && typeof handle !== 'function';
-    if (carriesHandle && this.connected && !this._unixPath) {
+    if (carriesHandle && this._tcp) {
       const err = errors.ERR_INVALID_HANDLE_TYPE();
       err.message = 'Handles can only be sent over a unix-domain channel, not TCP';
       throw err;
+    }
+    if (this._connecting) {
+      this._early.push([message, handle, options, callback]);
+      return true;
     }
     return super.send(message, handle, options, callback);
   }
@@ -116,16 +124,17 @@ class Server extends EventEmitter {
   // A socket file left by a dead server is replaced; a live server's is not (EADDRINUSE).
   _listenPath(path) {
     this._path = path;
-    const listen = () =>
-      this._server.listen(path, () => {
-        try {
-          fs.chmodSync(path, this._options.mode);
-        } catch (err) {
-          this.emit('error', err);
-          return;
-        }
-        this.emit('listening');
-      });
+    const listen = () => {
+      // The socket file is created by bind() with the umask applied, so a umask set for the bind
+      // alone makes it no wider than `mode` at any moment. (bind is synchronous in listen();
+      // `exclusive` keeps it local even in a cluster worker.)
+      const previous = process.umask(~this._options.mode & 0o777);
+      try {
+        this._server.listen({ path, exclusive: true }, () => this.emit('listening'));
+      } finally {
+        process.umask(previous);
+      }
+    };
     if (!isSocketFile(path)) {
       listen();
       return this;
@@ -199,6 +208,7 @@ function connect(target, options, connectListener) {
   }
   const spec = typeof target === 'object' && target !== null ? target : typeof target === 'number' ? { port: target } : { path: target };
   const channel = new Channel(channelOptions({ ...spec, ...options }));
+  channel._tcp = spec.path === undefined;
   const socket = spec.path !== undefined ? net.connect(spec.path) : net.connect(spec.port, spec.host);
   // Paused before the connection exists, so the JS socket never reads what the peer sends first.
   socket.pause();

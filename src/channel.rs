@@ -44,8 +44,10 @@ pub struct Channel {
 
 struct Reader {
   decoder: Decoder,
-  /// fds received ahead of the `NODE_HANDLE` frame they belong to.
-  fds: VecDeque<OwnedFd>,
+  /// The fd received ahead of the `NODE_HANDLE` frame it belongs to. As in Node there is at most
+  /// one: a peer waits for our ACK before sending another, so a newer fd replaces (closes) a
+  /// stray one instead of shifting every later handle by one.
+  pending_fd: Option<OwnedFd>,
   /// User messages framed since the last hand-over to JavaScript.
   batch: Vec<u8>,
 }
@@ -94,7 +96,7 @@ pub fn open(id: u32, fd: OwnedFd, mode: Mode, limit: usize, worker: Option<u32>)
     fd,
     mode,
     worker,
-    reader: Mutex::new(Reader { decoder: Decoder::new(mode, limit), fds: VecDeque::new(), batch: Vec::new() }),
+    reader: Mutex::new(Reader { decoder: Decoder::new(mode, limit), pending_fd: None, batch: Vec::new() }),
     writer: Mutex::new(Writer::default()),
   });
   lock(&CHANNELS).insert(id, channel.clone());
@@ -218,7 +220,9 @@ impl Channel {
           break;
         }
       };
-      reader.fds.extend(fds);
+      if let Some(fd) = fds.into_iter().next() {
+        reader.pending_fd = Some(fd);
+      }
       if n == 0 {
         ended = true;
         break;
@@ -238,13 +242,13 @@ impl Channel {
   }
 
   fn frames(self: &Arc<Self>, reader: &mut Reader) -> Result<(), String> {
-    let Reader { decoder, fds, batch } = reader;
+    let Reader { decoder, pending_fd, batch } = reader;
     while let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
       match framing::classify(self.mode, frame) {
         Some(Internal::HandleAck) => self.on_handle_reply(true),
         Some(Internal::HandleNack) => self.on_handle_reply(false),
         Some(Internal::Handle) => {
-          let fd = fds.pop_front();
+          let fd = pending_fd.take();
           let reply = if fd.is_some() { "NODE_HANDLE_ACK" } else { "NODE_HANDLE_NACK" };
           self.send_control(&json!({ "cmd": reply }));
           self.flush_batch(batch);

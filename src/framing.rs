@@ -95,6 +95,9 @@ impl Decoder {
     match memchr(b'\n', &self.buf[from..self.end]) {
       Some(at) => {
         let (begin, end) = (self.start, from + at);
+        if end - begin > self.limit {
+          return Err(FrameError::TooLarge { limit: self.limit });
+        }
         self.start = end + 1;
         self.scan = self.start;
         Ok(Some(&self.buf[begin..end]))
@@ -350,5 +353,146 @@ mod tests {
       let frame = dec.next_frame().unwrap().unwrap().to_vec();
       assert_eq!(decode_value(mode, &frame), Some(v.clone()));
     }
+  }
+
+  /// Deterministic xorshift64*: the fuzz cases are the same on every run, with no extra crate.
+  struct Rng(u64);
+
+  impl Rng {
+    fn next(&mut self) -> u64 {
+      self.0 ^= self.0 >> 12;
+      self.0 ^= self.0 << 25;
+      self.0 ^= self.0 >> 27;
+      self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+      (self.next() % n as u64) as usize
+    }
+
+    fn bytes(&mut self, len: usize) -> Vec<u8> {
+      (0..len).map(|_| self.next() as u8).collect()
+    }
+
+    /// Mostly small sizes, now and then one past a read buffer or the retained size.
+    fn size(&mut self) -> usize {
+      match self.below(20) {
+        0 => self.below(300_000),
+        1..=3 => self.below(5_000),
+        _ => self.below(64),
+      }
+    }
+  }
+
+  /// Feeds `wire` in random pieces through `spare`/`filled` (as the reader does) and collects every
+  /// frame, stopping at the first error.
+  fn feed_randomly(rng: &mut Rng, dec: &mut Decoder, wire: &[u8]) -> (Vec<Vec<u8>>, Option<FrameError>) {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < wire.len() {
+      let piece = match rng.below(4) {
+        0 => 1,
+        1 => 1 + rng.below(16),
+        2 => 1 + rng.below(4096),
+        _ => 1 + rng.below(300_000),
+      }
+      .min(wire.len() - at);
+      let room = dec.spare(piece.max(1 + rng.below(1 << 16)));
+      assert!(room.len() >= piece);
+      room[..piece].copy_from_slice(&wire[at..at + piece]);
+      dec.filled(piece);
+      at += piece;
+      loop {
+        match dec.next_frame() {
+          Ok(Some(frame)) => out.push(frame.to_vec()),
+          Ok(None) => break,
+          Err(e) => return (out, Some(e)),
+        }
+      }
+    }
+    (out, None)
+  }
+
+  #[test]
+  fn fuzz_random_splits_of_valid_streams_reassemble_exactly() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for case in 0..300 {
+      for mode in [Mode::Json, Mode::Advanced] {
+        let count = 1 + rng.below(40);
+        let frames: Vec<Vec<u8>> = (0..count)
+          .map(|_| {
+            let len = rng.size();
+            let mut frame = rng.bytes(len);
+            if mode == Mode::Json {
+              // Any byte but the terminator; JSON mode frames never contain a newline.
+              frame.iter_mut().filter(|b| **b == b'\n').for_each(|b| *b = b' ');
+            }
+            frame
+          })
+          .collect();
+        let mut wire = Vec::new();
+        for frame in &frames {
+          match mode {
+            Mode::Json => {
+              wire.extend_from_slice(frame);
+              wire.push(b'\n');
+            }
+            Mode::Advanced => {
+              wire.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+              wire.extend_from_slice(frame);
+            }
+          }
+        }
+        let mut dec = Decoder::new(mode, 1 << 20);
+        let (got, err) = feed_randomly(&mut rng, &mut dec, &wire);
+        assert_eq!(err, None, "case {case} {mode:?}");
+        assert_eq!(got.len(), frames.len(), "case {case} {mode:?}: frame count");
+        assert!(got == frames, "case {case} {mode:?}: frames differ");
+        assert_eq!(dec.pending(), 0, "case {case} {mode:?}");
+      }
+    }
+  }
+
+  #[test]
+  fn fuzz_garbage_never_panics_and_respects_the_limit() {
+    let mut rng = Rng(0xdead_beef_cafe_f00d);
+    for case in 0..400 {
+      let limit = [1, 7, 100, 4096, 1 << 20][rng.below(5)];
+      for mode in [Mode::Json, Mode::Advanced] {
+        let len = rng.size();
+        let mut wire = rng.bytes(len);
+        // Sprinkle terminators and plausible length prefixes among the noise.
+        for _ in 0..rng.below(8) {
+          if !wire.is_empty() {
+            let at = rng.below(wire.len());
+            wire[at] = b'\n';
+          }
+        }
+        let mut dec = Decoder::new(mode, limit);
+        let (frames, err) = feed_randomly(&mut rng, &mut dec, &wire);
+        let consumed: usize = frames.iter().map(|f| f.len() + if mode == Mode::Json { 1 } else { 4 }).sum();
+        assert!(consumed <= wire.len(), "case {case} {mode:?}: yielded more than was fed");
+        for frame in &frames {
+          assert!(frame.len() <= limit || mode == Mode::Json, "case {case}: an advanced frame over the limit");
+          // Whatever arrives, classifying and decoding it must not panic.
+          let _ = classify(mode, frame);
+          let _ = decode_value(mode, frame);
+        }
+        if err.is_none() {
+          // Without an error, what is still buffered is an incomplete frame under the limit.
+          assert!(dec.pending() <= limit.max(4) + 4 || mode == Mode::Advanced, "case {case} {mode:?}: buffered {} over limit {limit}", dec.pending());
+        } else {
+          assert_eq!(err, Some(FrameError::TooLarge { limit }));
+        }
+      }
+    }
+  }
+
+  #[test]
+  fn json_line_over_the_limit_is_an_error_even_when_it_arrives_whole() {
+    // The limit must not depend on where reads happen to split the stream.
+    let mut dec = Decoder::new(Mode::Json, 8);
+    dec.feed(b"123456789\n");
+    assert_eq!(dec.next_frame(), Err(FrameError::TooLarge { limit: 8 }));
   }
 }

@@ -998,4 +998,51 @@ mod tests {
             let _ = decode(&payload);
         }
     }
+
+    #[test]
+    fn fuzz_garbage_and_mutated_payloads_never_panic() {
+        // Deterministic xorshift64*, fixed case count: the same inputs on every run.
+        let mut state: u64 = 0x0123_4567_89ab_cdef;
+        let mut next = move || {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        };
+        let seeds: Vec<Vec<u8>> = [
+            "ff0f6f2203636d64220c4e4f44455f434c5553544552220361637422066f6e6c696e65220373657149007b03",
+            "ff0f6f2201614102490249042400027b01",
+            "ff0f22037374",
+        ]
+        .iter()
+        .map(|s| hex(s))
+        .collect();
+        let tags = b"_0TFIUNZ\"cSo{A$a@;:',D^RBr\\VmlkKtPb";
+        for _ in 0..20_000 {
+            let mut payload = match next() % 3 {
+                0 => (0..next() % 64).map(|_| next() as u8).collect(),
+                // Header, then random tags and bytes: reaches deeper into the decoder.
+                1 => {
+                    let mut p = vec![0xff, 0x0f];
+                    for _ in 0..next() % 64 {
+                        p.push(if next() % 2 == 0 { tags[(next() % tags.len() as u64) as usize] } else { next() as u8 });
+                    }
+                    p
+                }
+                _ => seeds[(next() % seeds.len() as u64) as usize].clone(),
+            };
+            for _ in 0..next() % 4 {
+                if payload.is_empty() {
+                    break;
+                }
+                let at = (next() % payload.len() as u64) as usize;
+                match next() % 3 {
+                    0 => payload[at] = next() as u8,
+                    1 => payload.truncate(at),
+                    _ => payload.insert(at, next() as u8),
+                }
+            }
+            let _ = decode(&payload);
+        }
+    }
 }
