@@ -229,6 +229,7 @@ for (const kind of ['tcp', 'unix']) {
     const fromPeer = reader(socket);
     socket.write('parent:4;');
     await fromParent.until('parent:4;');
+    await expect('acked', 4); // until then the child's copy may still swallow what the peer sends
     peer.write('to-parent');
     await fromPeer.until('to-parent');
   });
