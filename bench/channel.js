@@ -1,0 +1,100 @@
+'use strict';
+// Channel throughput, parent→child and child→parent, with a stock Node child. Backpressure is
+// the same for both implementations: the receiver acks every K messages and the sender keeps at
+// most 2·K unacknowledged. Timed from the ack (or message) that ends the warm-up to the one that
+// ends the measured N messages; the parent's CPU (process.cpuUsage, all threads) over the same span.
+const path = require('path');
+const c = require('./common');
+
+const KINDS = {
+  small: { n: 60000, quickN: 8000, ack: 500 },
+  '1k': { n: 30000, quickN: 4000, ack: 200 },
+  '64k': { n: 3000, quickN: 400, ack: 4 },
+};
+
+function cases({ quick }) {
+  const list = [];
+  for (const dir of ['p2c', 'c2p']) {
+    const variants = [
+      ['small', 'json'],
+      ['1k', 'json'],
+      ['64k', 'json'],
+      ['small', 'advanced'],
+    ];
+    for (const [kind, serialization] of variants) {
+      const k = KINDS[kind];
+      const n = quick ? k.quickN : k.n;
+      const label = `${dir === 'p2c' ? 'parent→child' : 'child→parent'} ${kind}${serialization === 'advanced' ? ' advanced' : ' json'}`;
+      const target = dir === 'p2c' ? { 'msgs/s': '≥1.2', 'cpu µs/msg': '≤0.5' } : { 'msgs/s': '≥1.0', 'cpu µs/msg': '≤0.5' };
+      list.push({
+        label,
+        args: { dir, kind, serialization, n, ack: k.ack, warm: 10 * k.ack },
+        metrics: [
+          { key: 'msgsPerSec', name: 'msgs/s', better: 'higher', target: target['msgs/s'] },
+          { key: 'cpuUsPerMsg', name: 'cpu µs/msg', better: 'lower', target: target['cpu µs/msg'] },
+        ],
+      });
+    }
+  }
+  return list;
+}
+
+async function measure({ dir, kind, serialization, n, ack, warm }) {
+  const fork = c.loadFork();
+  const child = fork(path.join(__dirname, 'child.js'), [], { serialization });
+  await c.once(child, 'message', (m) => m === 'ready');
+  const total = warm + n;
+  let t0, cpu0, t1, cpu1;
+  await new Promise((resolve, reject) => {
+    child.once('exit', (code, sig) => reject(new Error(`child exited ${code ?? sig}`)));
+    if (dir === 'p2c') {
+      let sent = 0;
+      let acked = 0;
+      const pump = () => {
+        while (sent < total && sent - acked < 2 * ack) child.send(c.payload(kind, sent++));
+      };
+      child.on('message', (m) => {
+        acked = m.ack;
+        if (acked === warm) {
+          t0 = c.nowMs();
+          cpu0 = c.cpuMicros();
+        }
+        if (m.done) {
+          t1 = c.nowMs();
+          cpu1 = c.cpuMicros();
+          return resolve();
+        }
+        pump();
+      });
+      child.send({ cmd: 'sink', ack, total });
+      pump();
+    } else {
+      let got = 0;
+      child.on('message', (m) => {
+        if (m.i !== got) return reject(new Error(`out of order: got ${m.i}, expected ${got}`));
+        got++;
+        if (got === warm) {
+          t0 = c.nowMs();
+          cpu0 = c.cpuMicros();
+        }
+        if (got === total) {
+          t1 = c.nowMs();
+          cpu1 = c.cpuMicros();
+          return resolve();
+        }
+        if (got % ack === 0) child.send({ ack: got });
+      });
+      child.send({ cmd: 'source', ack, total, kind });
+    }
+  });
+  child.removeAllListeners('exit');
+  child.disconnect();
+  return { msgsPerSec: (n / (t1 - t0)) * 1000, cpuUsPerMsg: (cpu1 - cpu0) / n };
+}
+
+module.exports = { name: 'channel', title: 'IPC channel throughput', cases, measure, script: __filename };
+
+if (require.main === module) measure(c.measureArgs()).then(c.report, (err) => {
+  console.error(err);
+  process.exit(1);
+});
