@@ -23,8 +23,10 @@ const fixture = (name) => path.join(__dirname, 'fixtures', 'fork', name);
 const isRunning = (child) => child.pid !== undefined && child.exitCode === null && child.signalCode === null;
 
 // Forks a fixture and makes sure the test leaves no child behind.
+// Node 24's test runner gives test files a long execArgv (--report-signal=SIGUSR2 among it) that
+// fork() would pass on by default, so fixtures start with none unless a test says otherwise.
 function forkFixture(t, name, args = [], options = {}) {
-  const child = fork(fixture(name), args, options);
+  const child = fork(fixture(name), args, { execArgv: [], ...options });
   t.after(async () => {
     if (!isRunning(child)) return;
     const exited = once(child, 'exit');
