@@ -283,6 +283,15 @@ describe('events and properties', () => {
     assert.equal(child.connected, false);
   });
 
+  // Node reads the channel and reaps on the same loop, so its 'exit' can overtake the last messages.
+  test("messages a child wrote before it died are all emitted before 'exit'", { skip: OURS_ONLY }, async (t) => {
+    const child = forkFixture(t, 'burst-and-exit.js');
+    const received = [];
+    child.on('message', (m) => received.push(m));
+    assert.deepEqual(await once(child, 'exit'), [5, null]);
+    assert.deepEqual(received, Array.from({ length: 1000 }, (_, i) => i));
+  });
+
   test("'close' waits for stdio to end even after 'exit'", async (t) => {
     const child = forkFixture(t, 'orphan-stdout.js', [], { silent: true });
     const events = recordEvents(child, ['exit', 'close']);

@@ -136,6 +136,13 @@ pub fn fail(id: u32, message: String) {
   }
 }
 
+/// Reads whatever channel `id` has buffered: a child's last messages, before its exit is reported.
+pub fn read_pending(id: u32) {
+  if let Some(channel) = get(id) {
+    channel.read();
+  }
+}
+
 pub fn on_ready(id: u32, flags: EpollFlags) {
   let Some(channel) = get(id) else { return };
   if reactor::writable(flags) {

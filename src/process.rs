@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use nix::errno::Errno;
 use once_cell::sync::Lazy;
 
+use crate::channel;
 use crate::events::{self, Event};
 use crate::reactor::{self, Kind};
 
@@ -47,6 +48,8 @@ pub fn on_exit(id: u32) {
   }
   lock(&CHILDREN).remove(&id);
   reactor::deregister(child.pidfd.as_fd());
+  // Everything the child wrote before it died is in the socket: deliver it before the exit.
+  channel::read_pending(id);
   let (code, signal) = if reaped < 0 {
     (Some(-(Errno::last() as i32)), None)
   } else if libc::WIFSIGNALED(status) {
