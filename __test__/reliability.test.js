@@ -60,10 +60,12 @@ describe('bad input on the channel', { skip: OURS_ONLY }, () => {
   test('channel closed in the middle of a line: nothing delivered, a clean disconnect', withWitness(S.partialThenClose));
   test('a NODE_HANDLE with no fd is NACKed and not delivered', withWitness(S.handleWithoutFd));
   // Stock Node cannot send an fd without a NODE_HANDLE; a python3 helper shares the child's socket.
-  test('an fd with no NODE_HANDLE does not take the place of the next real handle', withWitness(async (t) => {
-    const r = await S.strayFd(t);
-    if (r.skipped) t.skip(r.skipped);
-  }));
+  for (const count of [1, 253]) {
+    test(`${count} fd(s) with no NODE_HANDLE: not delivered in place of the next real handle, none leaked`, withWitness(async (t) => {
+      const r = await S.strayFd(t, { count });
+      if (r.skipped) t.skip(r.skipped);
+    }));
+  }
 });
 
 describe('faults', () => {

@@ -180,8 +180,12 @@ impl Channel {
   }
 
   fn flush_and_report(&self) {
-    let mut writer = lock(&self.writer);
-    self.flush_locked(&mut writer);
+    self.flush_and_report_locked(&mut lock(&self.writer));
+  }
+
+  /// Flushes from the reactor, where JavaScript learns of progress only through `Written`.
+  fn flush_and_report_locked(&self, writer: &mut Writer) {
+    self.flush_locked(writer);
     if writer.completed != writer.reported {
       writer.reported = writer.completed;
       events::push(Event::Written { id: self.id, completed: writer.completed });
@@ -288,23 +292,14 @@ impl Channel {
 
   fn on_handle_reply(&self, acked: bool) {
     let mut writer = lock(&self.writer);
-    // A reply with nothing in flight is the peer's confusion, not ours to crash on.
-    let Some(inflight) = writer.awaiting.take() else { return };
-    if !acked && inflight.tries < HANDLE_TRIES {
-      let InFlight { frame, fd, tries, from_js } = inflight;
-      writer.push_early(Chunk { tries, from_js, ..Chunk::new(frame, Some(fd), false) });
-    } else if acked {
-      if inflight.from_js {
-        events::push(Event::HandleAcked { id: self.id });
-      }
-    } else {
-      events::push(Event::HandleLost { id: self.id });
+    match writer.on_reply(acked) {
+      // A reply with nothing in flight is the peer's confusion, not ours to crash on.
+      Reply::Unsolicited => return,
+      Reply::Acked { from_js: true } => events::push(Event::HandleAcked { id: self.id }),
+      Reply::Lost { from_js: true } => events::push(Event::HandleLost { id: self.id }),
+      Reply::Acked { .. } | Reply::Lost { .. } | Reply::Resent => {}
     }
-    self.flush_locked(&mut writer);
-    if writer.completed != writer.reported {
-      writer.reported = writer.completed;
-      events::push(Event::Written { id: self.id, completed: writer.completed });
-    }
+    self.flush_and_report_locked(&mut writer);
   }
 
   fn end_by_peer(&self) {
@@ -339,7 +334,31 @@ fn append(mode: Mode, batch: &mut Vec<u8>, frame: &[u8]) {
 }
 
 
+/// What a peer's ACK or NACK did to the handle in flight.
+#[derive(Debug, PartialEq, Eq)]
+enum Reply {
+  Unsolicited,
+  Acked { from_js: bool },
+  /// NACKed: queued again, fd and all, ahead of everything not yet started.
+  Resent,
+  /// NACKed on the last try.
+  Lost { from_js: bool },
+}
+
 impl Writer {
+  fn on_reply(&mut self, acked: bool) -> Reply {
+    let Some(inflight) = self.awaiting.take() else { return Reply::Unsolicited };
+    let InFlight { frame, fd, tries, from_js } = inflight;
+    if acked {
+      Reply::Acked { from_js }
+    } else if tries >= HANDLE_TRIES {
+      Reply::Lost { from_js }
+    } else {
+      self.push_early(Chunk { tries, from_js, ..Chunk::new(frame, Some(fd), false) });
+      Reply::Resent
+    }
+  }
+
   fn push(&mut self, chunk: Chunk) {
     self.queued += chunk.bytes.len();
     self.queue.push_back(chunk);
@@ -404,5 +423,89 @@ fn send(fd: RawFd, bytes: &[u8], attach: Option<RawFd>) -> Result<usize, Errno> 
   match attach {
     Some(handle) => sendmsg::<()>(fd, &iov, &[ControlMessage::ScmRights(&[handle])], flags, None),
     None => sendmsg::<()>(fd, &iov, &[], flags, None),
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+  use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+
+  fn pair() -> (OwnedFd, OwnedFd) {
+    socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK).unwrap()
+  }
+
+  /// One read at the peer: the bytes and how many fds came with them.
+  fn receive(peer: &OwnedFd) -> (Vec<u8>, usize) {
+    let mut buf = [0u8; 256];
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let mut control = nix::cmsg_space!([RawFd; 8]);
+    let msg = match recvmsg::<()>(peer.as_raw_fd(), &mut iov, Some(&mut control), MsgFlags::MSG_CMSG_CLOEXEC) {
+      Ok(msg) => msg,
+      Err(Errno::EAGAIN) => return (Vec::new(), 0),
+      Err(e) => panic!("recvmsg: {e}"),
+    };
+    let mut fds = 0;
+    for cmsg in msg.cmsgs().unwrap() {
+      if let ControlMessageOwned::ScmRights(received) = cmsg {
+        fds += received.len();
+        received.into_iter().for_each(|fd| drop(unsafe { OwnedFd::from_raw_fd(fd) }));
+      }
+    }
+    let n = msg.bytes;
+    (buf[..n].to_vec(), fds)
+  }
+
+  fn handle_then_plain() -> (Writer, OwnedFd, OwnedFd) {
+    let (ours, peer) = pair();
+    let (passed, _other) = pair();
+    let mut writer = Writer::default();
+    writer.push(Chunk::new(b"H\n".to_vec(), Some(Arc::new(passed)), true));
+    writer.push(Chunk::new(b"A\n".to_vec(), None, true));
+    writer.flush(ours.as_raw_fd()).unwrap();
+    (writer, ours, peer)
+  }
+
+  #[test]
+  fn a_handle_holds_later_messages_until_acked_and_a_nack_resends_it_with_its_fd() {
+    let (mut writer, ours, peer) = handle_then_plain();
+    assert_eq!(receive(&peer), (b"H\n".to_vec(), 1));
+    assert_eq!(writer.completed, 1);
+    assert!(!writer.writable_work(), "'A' waits for the reply");
+
+    assert_eq!(writer.on_reply(false), Reply::Resent);
+    writer.flush(ours.as_raw_fd()).unwrap();
+    assert_eq!(receive(&peer), (b"H\n".to_vec(), 1), "resent with the fd, before 'A'");
+    assert_eq!(writer.completed, 1, "a resend is not a new chunk for JavaScript");
+
+    assert_eq!(writer.on_reply(true), Reply::Acked { from_js: true });
+    writer.flush(ours.as_raw_fd()).unwrap();
+    assert_eq!(receive(&peer), (b"A\n".to_vec(), 0));
+    assert_eq!(writer.completed, 2);
+    assert_eq!(writer.on_reply(true), Reply::Unsolicited);
+  }
+
+  #[test]
+  fn a_handle_nacked_on_every_try_is_lost_and_the_queue_moves_on() {
+    let (mut writer, ours, peer) = handle_then_plain();
+    for _ in 1..HANDLE_TRIES {
+      assert_eq!(receive(&peer).1, 1);
+      assert_eq!(writer.on_reply(false), Reply::Resent);
+      writer.flush(ours.as_raw_fd()).unwrap();
+    }
+    assert_eq!(receive(&peer), (b"H\n".to_vec(), 1));
+    assert_eq!(writer.on_reply(false), Reply::Lost { from_js: true });
+    writer.flush(ours.as_raw_fd()).unwrap();
+    assert_eq!(receive(&peer), (b"A\n".to_vec(), 0));
+  }
+
+  #[test]
+  fn our_ack_overtakes_a_held_queue() {
+    let (mut writer, ours, peer) = handle_then_plain();
+    receive(&peer);
+    writer.push_early(Chunk { control: true, ..Chunk::new(b"ACK\n".to_vec(), None, false) });
+    writer.flush(ours.as_raw_fd()).unwrap();
+    assert_eq!(receive(&peer), (b"ACK\n".to_vec(), 0), "sent although 'A' is still held");
+    assert!(!writer.writable_work());
   }
 }
