@@ -207,7 +207,9 @@ impl Channel {
   fn read(self: &Arc<Self>) {
     let mut guard = lock(&self.reader);
     let reader = &mut *guard;
-    let mut control = nix::cmsg_space!([RawFd; 64]);
+    // Room for the kernel's limit (SCM_MAX_FD): a truncated control message would leave fds
+    // installed in our table that nix cannot hand back to us to close.
+    let mut control = nix::cmsg_space!([RawFd; 253]);
     let mut ended = false;
     for _ in 0..READS_PER_WAKE {
       let room = reader.decoder.spare(READ_SIZE);
