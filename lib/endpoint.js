@@ -35,6 +35,15 @@ class Control extends EventEmitter {
   }
 }
 
+// Anything in the inbox that is not a plain message. Decoded messages go in as they are (JSON and
+// V8 deserialization never produce a Notice), which saves a wrapper object per message.
+class Notice {
+  constructor(kind, value) {
+    this.kind = kind;
+    this.value = value;
+  }
+}
+
 class Endpoint extends EventEmitter {
   constructor() {
     super();
@@ -212,10 +221,10 @@ class Endpoint extends EventEmitter {
   _onNative(event) {
     switch (event.kind) {
       case 'messages':
-        for (const item of this._codec.decode(event.text ?? event.data)) this._inbox.push(item);
+        this._codec.decode(event.text ?? event.data, this._inbox, (error, raw) => new Notice('error', { error, raw }));
         break;
       case 'handle':
-        this._inbox.push({ handleFrame: event.text ?? event.data, fd: event.fd });
+        this._inbox.push(new Notice('handle', { handleFrame: event.text ?? event.data, fd: event.fd }));
         break;
       case 'written':
         this._written(event.count);
@@ -231,16 +240,16 @@ class Endpoint extends EventEmitter {
         return;
       }
       case 'error':
-        this._inbox.push({ error: errors.ERR_IPC_MESSAGE(event.text) });
+        this._inbox.push(new Notice('error', { error: errors.ERR_IPC_MESSAGE(event.text) }));
         break;
       case 'disconnect':
-        this._inbox.push({ disconnect: true });
+        this._inbox.push(new Notice('disconnect'));
         break;
       case 'exit':
-        this._inbox.push({ exit: event });
+        this._inbox.push(new Notice('exit', event));
         break;
       default:
-        this._inbox.push({ native: event });
+        this._inbox.push(new Notice('native', event));
     }
     this._pump();
   }
@@ -270,11 +279,19 @@ class Endpoint extends EventEmitter {
   }
 
   _deliver(item) {
-    if ('message' in item) this._emitMessage(item.message, undefined);
-    else if (item.handleFrame !== undefined) this._receiveHandle(item);
-    else if (item.error) this._protocolError(item.error, item.raw);
-    else if (item.disconnect) this._channelGone(); else if (item.exit) this._onExit(item.exit);
-    else this._onInternal(item.native);
+    if (!(item instanceof Notice)) return this._emitMessage(item, undefined);
+    switch (item.kind) {
+      case 'handle':
+        return this._receiveHandle(item.value);
+      case 'error':
+        return this._protocolError(item.value.error, item.value.raw);
+      case 'disconnect':
+        return this._channelGone();
+      case 'exit':
+        return this._onExit(item.value);
+      default:
+        return this._onInternal(item.value);
+    }
   }
 
   _emitMessage(message, handle) {

@@ -36,16 +36,17 @@ const json = {
   size(frame) {
     return frame.length;
   },
-  // `text` holds whole lines, each ending in '\n'; yields each parsed message or the parse error.
-  *decode(text) {
+  // `text` holds whole lines, each ending in '\n'. Appends each parsed message to `out`, or what
+  // `failed(error, raw)` makes of a line that does not parse.
+  decode(text, out, failed) {
     let start = 0;
     for (let end = text.indexOf('\n'); end !== -1; end = text.indexOf('\n', start)) {
       const line = text.slice(start, end);
       start = end + 1;
       try {
-        yield { message: JSON.parse(line) };
+        out.push(JSON.parse(line));
       } catch (error) {
-        yield { error, raw: line };
+        out.push(failed(error, line));
       }
     }
   },
@@ -71,15 +72,15 @@ const advanced = {
   size(frame) {
     return frame.length;
   },
-  *decode(data) {
+  decode(data, out, failed) {
     for (let at = 0; at + 4 <= data.length; ) {
       const size = data.readUInt32BE(at);
       const payload = data.subarray(at + 4, at + 4 + size);
       at += 4 + size;
       try {
-        yield { message: advanced.decodeOne(payload) };
+        out.push(advanced.decodeOne(payload));
       } catch (error) {
-        yield { error, raw: payload };
+        out.push(failed(error, payload));
       }
     }
   },
