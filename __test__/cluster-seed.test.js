@@ -13,6 +13,7 @@ const path = require('node:path');
 const readline = require('node:readline');
 const { until } = require('./helpers/wait');
 const { reference } = require('./helpers/impl');
+const { isGone } = require('./helpers/proc');
 
 const ROOT = path.join(__dirname, '..');
 const EXAMPLE = path.join(ROOT, 'examples', 'cluster.js');
@@ -56,20 +57,6 @@ function runSeed(t, file) {
   return seed;
 }
 
-function isGone(pid) {
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    if (err.code === 'ESRCH') return true;
-    throw err;
-  }
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] === 'Z'; // a zombie has exited
-  } catch {
-    return true;
-  }
-}
 
 // GET / → the answering worker's pid, parsed from 'worker received request, id:N,pid:P'.
 function requestPid(port, { timeout = 5_000 } = {}) {

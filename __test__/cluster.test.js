@@ -14,6 +14,7 @@ const path = require('node:path');
 const readline = require('node:readline');
 const { until } = require('./helpers/wait');
 const { reference } = require('./helpers/impl');
+const { isGone } = require('./helpers/proc');
 
 const ROOT = path.join(__dirname, '..');
 const FIXTURES = path.join(__dirname, 'fixtures', 'cluster');
@@ -88,21 +89,6 @@ function killIfFixture(pid) {
   }
 }
 
-// True once `pid` has exited (a zombie still answers kill 0, so read its state too).
-function isGone(pid) {
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    if (err.code === 'ESRCH') return true;
-    throw err;
-  }
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] === 'Z';
-  } catch {
-    return true;
-  }
-}
 
 // GET / on a target ({ host, port } or { socketPath }); resolves with the JSON body. Each request
 // has its own deadline so that a hang fails the test instead of stalling it.
