@@ -205,6 +205,14 @@ test('setupPrimary() settings reach workers: exec, args, execArgv, cwd, silent, 
   assert.deepEqual(setups, [{ args: ['--alpha', 'beta'], silent: true }, json, json, advanced, advanced]);
 });
 
+test('setupPrimary({ inspectPort }): each worker with --inspect gets its own --inspect-port; null is refused', { timeout: 15_000 }, async (t) => {
+  const fx = startFixture(t, 'inspect');
+  assert.equal((await fx.waitFor('null-port')).code, 'ERR_SOCKET_BAD_PORT');
+  const { ports } = await fx.waitFor('ports');
+  const workers = fx.all('worker').sort((a, b) => a.id - b.id);
+  assert.deepEqual(workers.map((w) => w.execArgv), ports.map((port) => ['--inspect=127.0.0.1:0', `--inspect-port=${port}`]));
+});
+
 test('fork(env): ids 1, 2, env reaches the worker, the worker sees itself as a worker', { timeout: 15_000 }, async (t) => {
   const fx = startFixture(t, 'identity');
   assert.deepEqual(await fx.waitFor('forked'), { type: 'forked', ids: [1, 2], keys: ['1', '2'] });

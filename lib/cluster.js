@@ -82,7 +82,6 @@ function setupPrimary(options) {
     ...cluster.settings,
     ...options,
   };
-  if (settings.inspectPort === null) throw errors.ERR_SOCKET_BAD_PORT('Port', null);
   // As Node: each process's V8 profile goes to its own file.
   if (settings.execArgv.some((s) => s.startsWith('--prof')) && !settings.execArgv.some((s) => s.startsWith('--logfile='))) {
     settings.execArgv = [...settings.execArgv, '--logfile=v8-%p.log'];
@@ -102,6 +101,8 @@ function setupPrimary(options) {
 let debugPortOffset = 1;
 
 function workerExecArgv(settings) {
+  // As Node: refused when a worker is forked, not when the setting is made.
+  if (settings.inspectPort === null) throw errors.ERR_SOCKET_BAD_PORT('Port', null);
   let execArgv = settings.execArgv;
   if (!execArgv.some((arg) => /^--inspect(-brk|-port)?(=|$)/.test(arg))) return execArgv;
   let port = settings.inspectPort;
