@@ -9,15 +9,13 @@ const os = require('os');
 const { fileURLToPath } = require('url');
 const util = require('util');
 const native = require('./native');
-const { Endpoint } = require('./endpoint');
+const { Endpoint, DEFAULT_MAX_MESSAGE } = require('./endpoint');
 const { errors, errnoException, AbortError } = require('./errors');
 
 const { binding } = native;
 const STDIO_PIPE = -1;
 const STDIO_IPC = -2;
 const STDIO_IGNORE = -3;
-// Default limit on one incoming message; `maxMessageSize` changes it (README: Reliability).
-const DEFAULT_MAX_MESSAGE = 512 * 1024 * 1024;
 const SPAWN_ERRORS_EMITTED = new Set(['EACCES', 'EAGAIN', 'EMFILE', 'ENFILE', 'ENOENT']);
 
 const signalNames = Object.fromEntries(Object.entries(os.constants.signals).map(([name, num]) => [num, name]));

@@ -5,6 +5,7 @@
 // serialized here and written in one batch per tick; incoming ones arrive in batches and are
 // emitted one at a time, in order. Subclasses hook `_onExit`, `_onInternal` and `_maybeClose`.
 const EventEmitter = require('events');
+const fs = require('fs');
 const native = require('./native');
 const serialization = require('./serialization');
 const handles = require('./handles');
@@ -15,6 +16,8 @@ const { binding } = native;
 const HIGH_WATER = 128 * 1024;
 // Above this much pending in one tick, write now rather than at the end of the tick.
 const BATCH_LIMIT = 64 * 1024;
+// Default limit on one incoming message; `maxMessageSize` changes it (README: Reliability).
+const DEFAULT_MAX_MESSAGE = 512 * 1024 * 1024;
 
 class Control extends EventEmitter {
   constructor(child) {
@@ -315,7 +318,7 @@ class Endpoint extends EventEmitter {
     try {
       envelope = this._codec.decodeOne(this._codec === serialization.json ? handleFrame.trimEnd() : handleFrame);
     } catch (error) {
-      if (fd !== undefined) require('fs').closeSync(fd);
+      if (fd !== undefined) fs.closeSync(fd);
       return this._protocolError(error, handleFrame);
     }
     // Node retransmits a NACKed handle wrapped in a second envelope.
@@ -338,4 +341,4 @@ class Endpoint extends EventEmitter {
   _maybeClose() {}
 }
 
-module.exports = { Endpoint };
+module.exports = { Endpoint, DEFAULT_MAX_MESSAGE };

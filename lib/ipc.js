@@ -8,11 +8,10 @@
 const EventEmitter = require('events');
 const fs = require('fs');
 const net = require('net');
-const { Endpoint } = require('./endpoint');
+const { Endpoint, DEFAULT_MAX_MESSAGE } = require('./endpoint');
 const native = require('./native');
 const { errors } = require('./errors');
 
-const DEFAULT_MAX_MESSAGE = 512 * 1024 * 1024;
 const SERIALIZATIONS = ['json', 'advanced'];
 
 function channelOptions(options = {}) {
