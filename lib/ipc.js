@@ -34,9 +34,17 @@ class Channel extends Endpoint {
     this._tcp = false;
   }
 
-  // Hands the connected socket's fd to the core and lets the JS socket go.
-  _adopt(socket) {
-    const id = native.binding.openChannel(socket._handle.fd, this._options.serialization, this._options.maxMessageSize);
+  // Hands the connected socket's fd to the core and lets the JS socket go; on failure the socket
+  // is destroyed and the error goes to `report`. Returns whether the channel is up.
+  _adopt(socket, report) {
+    let id;
+    try {
+      id = native.binding.openChannel(socket._handle.fd, this._options.serialization, this._options.maxMessageSize);
+    } catch (err) {
+      socket.destroy();
+      report(err);
+      return false;
+    }
     this._tcp = socket.remoteFamily !== undefined;
     this.remoteAddress = socket.remoteAddress;
     socket.destroy();
@@ -49,6 +57,7 @@ class Channel extends Endpoint {
         this.emit('error', err);
       }
     }
+    return true;
   }
 
   send(message, handle, options, callback) {
@@ -97,13 +106,7 @@ class Server extends EventEmitter {
 
   _onSocket(socket) {
     const channel = new Channel(this._options);
-    try {
-      channel._adopt(socket);
-    } catch (err) {
-      socket.destroy();
-      this.emit('error', err);
-      return;
-    }
+    if (!channel._adopt(socket, (err) => this.emit('error', err))) return;
     this._channels.add(channel);
     channel.once('disconnect', () => this._channels.delete(channel));
     this.emit('connection', channel);
@@ -214,14 +217,7 @@ function connect(target, options, connectListener) {
   if (connectListener) channel.once('connect', connectListener);
   socket.once('connect', () => {
     socket.removeAllListeners('error');
-    try {
-      channel._adopt(socket);
-    } catch (err) {
-      socket.destroy();
-      channel.emit('error', err);
-      return;
-    }
-    channel.emit('connect');
+    if (channel._adopt(socket, (err) => channel.emit('error', err))) channel.emit('connect');
   });
   socket.once('error', (err) => channel.emit('error', err));
   return channel;

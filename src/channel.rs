@@ -100,7 +100,7 @@ pub fn open(id: u32, fd: OwnedFd, mode: Mode, limit: usize, worker: Option<u32>)
     writer: Mutex::new(Writer::default()),
   });
   lock(&CHANNELS).insert(id, channel.clone());
-  reactor::register(channel.fd.as_fd(), Kind::Channel, id, false).inspect_err(|_| {
+  reactor::register(channel.fd.as_fd(), Kind::Channel, id).inspect_err(|_| {
     lock(&CHANNELS).remove(&id);
   })
 }

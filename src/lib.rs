@@ -34,10 +34,10 @@ pub fn init(notify: Function<(), ()>) -> napi::Result<()> {
   Ok(())
 }
 
-/// stdio entries: a parent fd number (>= 0) or one of these.
-pub const STDIO_PIPE: i32 = -1;
-pub const STDIO_IPC: i32 = -2;
-pub const STDIO_IGNORE: i32 = -3;
+/// stdio entries: a parent fd number (>= 0) or one of these (lib/child.js uses the same codes).
+const STDIO_PIPE: i32 = -1;
+const STDIO_IPC: i32 = -2;
+const STDIO_IGNORE: i32 = -3;
 
 #[napi(object)]
 pub struct SpawnOptions {

@@ -109,7 +109,7 @@ pub fn watch(fd: Arc<OwnedFd>) -> Result<u32, Errno> {
   keep_reserve();
   let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
   lock(&LISTENERS).insert(id, fd.clone());
-  reactor::register(fd.as_fd(), Kind::Listener, id, false).inspect_err(|_| {
+  reactor::register(fd.as_fd(), Kind::Listener, id).inspect_err(|_| {
     lock(&LISTENERS).remove(&id);
   })?;
   Ok(id)

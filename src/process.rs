@@ -33,7 +33,7 @@ pub fn watch(id: u32, pid: i32) -> Result<(), Errno> {
   let pidfd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
   let child = Arc::new(Child { pid, pidfd });
   lock(&CHILDREN).insert(id, child.clone());
-  reactor::register(child.pidfd.as_fd(), Kind::Process, id, false).inspect_err(|_| {
+  reactor::register(child.pidfd.as_fd(), Kind::Process, id).inspect_err(|_| {
     lock(&CHILDREN).remove(&id);
   })
 }

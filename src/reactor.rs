@@ -15,22 +15,22 @@ use once_cell::sync::Lazy;
 
 use crate::{channel, events, listener, process};
 
+/// Whose fd an epoll token names; the kind rides in the token's high half, the id in the low.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
-  Channel,
-  Process,
-  Listener,
+  Channel = 1,
+  Process = 2,
+  Listener = 3,
 }
 
 const KIND_SHIFT: u32 = 32;
 
 fn token(kind: Kind, id: u32) -> u64 {
-  let tag: u64 = match kind {
-    Kind::Channel => 1,
-    Kind::Process => 2,
-    Kind::Listener => 3,
-  };
-  (tag << KIND_SHIFT) | u64::from(id)
+  ((kind as u64) << KIND_SHIFT) | u64::from(id)
+}
+
+fn kind_of(token: u64) -> Option<Kind> {
+  [Kind::Channel, Kind::Process, Kind::Listener].into_iter().find(|&k| k as u64 == token >> KIND_SHIFT)
 }
 
 static EPOLL: Lazy<Epoll> = Lazy::new(|| {
@@ -42,8 +42,8 @@ static EPOLL: Lazy<Epoll> = Lazy::new(|| {
   epoll
 });
 
-pub fn register(fd: BorrowedFd<'_>, kind: Kind, id: u32, writable: bool) -> Result<(), Errno> {
-  EPOLL.add(fd, EpollEvent::new(interest(writable), token(kind, id)))
+pub fn register(fd: BorrowedFd<'_>, kind: Kind, id: u32) -> Result<(), Errno> {
+  EPOLL.add(fd, EpollEvent::new(interest(false), token(kind, id)))
 }
 
 pub fn set_writable(fd: BorrowedFd<'_>, kind: Kind, id: u32, writable: bool) -> Result<(), Errno> {
@@ -72,20 +72,17 @@ fn run() {
     for event in &ready[..n] {
       let id = event.data() as u32;
       let flags = event.events();
-      let kind = event.data() >> KIND_SHIFT;
+      let kind = kind_of(event.data());
       // A bug met on one fd must not stop the thread every channel depends on.
       let handled = panic::catch_unwind(|| match kind {
-        1 => channel::on_ready(id, flags),
-        2 => process::on_exit(id),
-        3 => listener::on_ready(id),
-        _ => {}
+        Some(Kind::Channel) => channel::on_ready(id, flags),
+        Some(Kind::Process) => process::on_exit(id),
+        Some(Kind::Listener) => listener::on_ready(id),
+        None => {}
       });
-      if let Err(cause) = handled {
+      if let (Err(cause), Some(Kind::Channel)) = (handled, kind) {
         let what = cause.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| cause.downcast_ref::<String>().cloned());
-        let message = format!("internal error in rust-cluster: {}", what.unwrap_or_default());
-        if kind == 1 {
-          channel::fail(id, message);
-        }
+        channel::fail(id, format!("internal error in rust-cluster: {}", what.unwrap_or_default()));
       }
     }
     events::wake();
