@@ -423,6 +423,32 @@ test('1,000 sockets passed in a row arrive in order and leak no fd', { timeout: 
   assert.deepEqual(report.sequence, Array.from({ length: next }, (_, n) => [n, 'net.Socket']));
 });
 
+test('small handles are pipelined: later sends go out before the child has read the first', {
+  timeout: 20_000,
+  skip: impl.reference && 'Node sends one handle at a time: each waits for the previous ACK',
+}, async (t) => {
+  const COUNT = 5;
+  const child = fork(path.join(__dirname, 'fixtures', 'handles', 'blocked-child.js'), [String(COUNT)], {
+    stdio: ['pipe', 'inherit', 'inherit', 'ipc'],
+    execArgv: [],
+  });
+  t.after(() => child.kill('SIGKILL'));
+  assert.equal((await once(child, 'message'))[0], 'blocked');
+  const peerSrv = await peerServer(t);
+  const clients = await Promise.all(Array.from({ length: COUNT }, async () => {
+    const client = net.connect(peerSrv.target.port, '127.0.0.1');
+    await once(client, 'connect');
+    return client;
+  }));
+  // Every send completes while the child cannot have ACKed any of them.
+  await withDeadline(Promise.all(clients.map((client, n) => new Promise((resolve, reject) => {
+    child.send({ n }, client, (err) => (err ? reject(err) : resolve()));
+  }))), 10_000, 'all sends to complete while the child is blocked');
+  const report = once(child, 'message');
+  child.stdin.write('go');
+  assert.deepEqual((await report)[0], { got: Array.from({ length: COUNT }, (_, n) => ({ n })) });
+});
+
 // ---------------------------------------------------------------------------------------------
 // Bad cases
 

@@ -2,9 +2,17 @@
 //! whichever thread has data, and runs the handle (fd) discipline without JavaScript.
 //!
 //! Writes go out at once when nothing is queued; the rest waits for EPOLLOUT. A frame that carries
-//! an fd blocks everything after it until the peer's `NODE_HANDLE_ACK`/`NACK`, as Node requires;
-//! our own ACK/NACK replies overtake that queue but never split a frame. A handle received from
-//! the peer is ACKed here, before JavaScript sees it.
+//! an fd may have to be resent after the peer's `NODE_HANDLE_NACK`, so by default it blocks
+//! everything after it until the ACK/NACK, as Node does. Our own ACK/NACK replies overtake that
+//! queue but never split a frame. A handle received from the peer is ACKed here, before
+//! JavaScript sees it.
+//!
+//! Pipelining: a receiver NACKs only when one of its reads ends inside a handle frame, so that the
+//! fd arrives before the rest of its frame and a later fd could overwrite it. Node's receiver reads
+//! 64 KiB at a time and a read never runs past an fd-carrying write, so while everything the peer
+//! may not yet have read (since the last reply) fits in `PIPELINE_WINDOW` and each frame is one
+//! atomic write, no read can end inside a frame: such "safe" handles are sent back to back, up to
+//! `PIPELINE_DEPTH`, with plain messages between them. Anything else waits as in Node.
 
 use crate::lock::lock;
 use std::collections::{HashMap, VecDeque};
@@ -29,6 +37,12 @@ const READ_SIZE: usize = 256 << 10;
 const READS_PER_WAKE: usize = 32;
 /// Node sends a handle once and retransmits it up to three times after a NACK.
 const HANDLE_TRIES: u8 = 4;
+/// Bytes the peer may have unread when a pipelined handle frame ends: half of Node's 64 KiB read.
+const PIPELINE_WINDOW: u64 = 32 << 10;
+/// A frame this small is a single skb, written whole or not at all.
+const ATOMIC_FRAME: usize = 16 << 10;
+/// Handles awaiting replies at once.
+const PIPELINE_DEPTH: usize = 16;
 
 static CHANNELS: Lazy<Mutex<HashMap<u32, Arc<Channel>>>> = Lazy::new(Default::default);
 
@@ -75,6 +89,10 @@ struct InFlight {
   fd: Arc<OwnedFd>,
   tries: u8,
   from_js: bool,
+  /// `Writer::written` once the frame was out: the peer has read this far when it replies.
+  end: u64,
+  /// Sent inside the pipeline window, so no NACK (and no resend) can come for it.
+  safe: bool,
 }
 
 #[derive(Default)]
@@ -83,7 +101,11 @@ struct Writer {
   /// Bytes of the front chunk already written.
   offset: usize,
   queued: usize,
-  awaiting: Option<InFlight>,
+  /// Handle frames awaiting the peer's ACK/NACK, oldest first (replies come in order).
+  awaiting: VecDeque<InFlight>,
+  /// Bytes written since the channel opened, and how far the peer has surely read.
+  written: u64,
+  replied_through: u64,
   completed: u64,
   reported: u64,
   armed: bool,
@@ -213,6 +235,7 @@ impl Channel {
     let mut ended = false;
     for _ in 0..READS_PER_WAKE {
       let room = reader.decoder.spare(READ_SIZE);
+      let asked = room.len();
       let mut iov = [IoSliceMut::new(room)];
       let flags = MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT;
       let (n, fds) = match recvmsg::<()>(self.fd.as_raw_fd(), &mut iov, Some(&mut control), flags) {
@@ -233,6 +256,7 @@ impl Channel {
           break;
         }
       };
+      let got_fd = !fds.is_empty();
       if let Some(fd) = fds.into_iter().next() {
         reader.pending_fd = Some(fd);
       }
@@ -245,6 +269,11 @@ impl Channel {
         self.hand_over(reader);
         drop(guard);
         return fail(self.id, message);
+      }
+      // A short read drained the socket, unless an fd cut it short; epoll (level-triggered)
+      // reports whatever arrives next, so the read that would only say EAGAIN is skipped.
+      if n < asked && !got_fd {
+        break;
       }
     }
     self.hand_over(reader);
@@ -349,8 +378,9 @@ enum Reply {
 
 impl Writer {
   fn on_reply(&mut self, acked: bool) -> Reply {
-    let Some(inflight) = self.awaiting.take() else { return Reply::Unsolicited };
-    let InFlight { frame, fd, tries, from_js } = inflight;
+    let Some(inflight) = self.awaiting.pop_front() else { return Reply::Unsolicited };
+    let InFlight { frame, fd, tries, from_js, end, .. } = inflight;
+    self.replied_through = end;
     if acked {
       Reply::Acked { from_js }
     } else if tries >= HANDLE_TRIES {
@@ -376,28 +406,43 @@ impl Writer {
   }
 
   fn writable_work(&self) -> bool {
-    match self.queue.front() {
-      None => false,
-      Some(front) => self.awaiting.is_none() || front.control,
+    self.queue.front().is_some_and(|front| self.may_write(front))
+  }
+
+  /// Whether `front` may go out now (see the module comment on pipelining).
+  fn may_write(&self, front: &Chunk) -> bool {
+    if front.control || self.offset > 0 {
+      return true;
     }
+    if self.awaiting.iter().any(|h| !h.safe) {
+      return false;
+    }
+    front.fd.is_none() || self.awaiting.is_empty() || (self.awaiting.len() < PIPELINE_DEPTH && self.is_safe(front))
+  }
+
+  fn is_safe(&self, chunk: &Chunk) -> bool {
+    chunk.bytes.len() <= ATOMIC_FRAME && self.written + chunk.bytes.len() as u64 - self.replied_through <= PIPELINE_WINDOW
   }
 
   fn flush(&mut self, fd: RawFd) -> Result<(), Errno> {
     while let Some(front) = self.queue.front() {
-      if self.awaiting.is_some() && !front.control {
+      if !self.may_write(front) {
         return Ok(());
       }
+      let safe = front.fd.is_some() && self.offset == 0 && self.is_safe(front);
       let attach = if self.offset == 0 { front.fd.as_ref().map(|fd| fd.as_raw_fd()) } else { None };
       match send(fd, &front.bytes[self.offset..], attach) {
         Ok(n) => {
           self.offset += n;
           self.queued -= n;
+          self.written += n as u64;
           if self.offset == front.bytes.len() {
             self.offset = 0;
             let chunk = self.queue.pop_front().expect("front exists");
             self.completed += u64::from(chunk.counted);
             if let Some(fd) = chunk.fd {
-              self.awaiting = Some(InFlight { frame: chunk.bytes, fd, tries: chunk.tries + 1, from_js: chunk.from_js });
+              let (tries, from_js, end) = (chunk.tries + 1, chunk.from_js, self.written);
+              self.awaiting.push_back(InFlight { frame: chunk.bytes, fd, tries, from_js, end, safe });
             }
           }
         }
@@ -414,7 +459,7 @@ impl Writer {
     self.queue.clear();
     self.queued = 0;
     self.offset = 0;
-    self.awaiting = None;
+    self.awaiting.clear();
   }
 }
 
@@ -439,7 +484,7 @@ mod tests {
 
   /// One read at the peer: the bytes and how many fds came with them.
   fn receive(peer: &OwnedFd) -> (Vec<u8>, usize) {
-    let mut buf = [0u8; 256];
+    let mut buf = vec![0u8; 128 << 10];
     let mut iov = [IoSliceMut::new(&mut buf)];
     let mut control = nix::cmsg_space!([RawFd; 8]);
     let msg = match recvmsg::<()>(peer.as_raw_fd(), &mut iov, Some(&mut control), MsgFlags::MSG_CMSG_CLOEXEC) {
@@ -458,11 +503,22 @@ mod tests {
     (buf[..n].to_vec(), fds)
   }
 
+  fn handle(bytes: &[u8]) -> Chunk {
+    let (passed, _other) = pair();
+    Chunk::new(bytes.to_vec(), Some(Arc::new(passed)), true)
+  }
+
+  /// A frame too big to be one atomic write: it could be NACKed, so it gets Node's discipline.
+  fn big_frame() -> Vec<u8> {
+    let mut frame = vec![b'h'; ATOMIC_FRAME + 1];
+    frame.push(b'\n');
+    frame
+  }
+
   fn handle_then_plain() -> (Writer, OwnedFd, OwnedFd) {
     let (ours, peer) = pair();
-    let (passed, _other) = pair();
     let mut writer = Writer::default();
-    writer.push(Chunk::new(b"H\n".to_vec(), Some(Arc::new(passed)), true));
+    writer.push(handle(&big_frame()));
     writer.push(Chunk::new(b"A\n".to_vec(), None, true));
     writer.flush(ours.as_raw_fd()).unwrap();
     (writer, ours, peer)
@@ -471,13 +527,13 @@ mod tests {
   #[test]
   fn a_handle_holds_later_messages_until_acked_and_a_nack_resends_it_with_its_fd() {
     let (mut writer, ours, peer) = handle_then_plain();
-    assert_eq!(receive(&peer), (b"H\n".to_vec(), 1));
+    assert_eq!(receive(&peer), (big_frame(), 1));
     assert_eq!(writer.completed, 1);
     assert!(!writer.writable_work(), "'A' waits for the reply");
 
     assert_eq!(writer.on_reply(false), Reply::Resent);
     writer.flush(ours.as_raw_fd()).unwrap();
-    assert_eq!(receive(&peer), (b"H\n".to_vec(), 1), "resent with the fd, before 'A'");
+    assert_eq!(receive(&peer), (big_frame(), 1), "resent with the fd, before 'A'");
     assert_eq!(writer.completed, 1, "a resend is not a new chunk for JavaScript");
 
     assert_eq!(writer.on_reply(true), Reply::Acked { from_js: true });
@@ -495,10 +551,70 @@ mod tests {
       assert_eq!(writer.on_reply(false), Reply::Resent);
       writer.flush(ours.as_raw_fd()).unwrap();
     }
-    assert_eq!(receive(&peer), (b"H\n".to_vec(), 1));
+    assert_eq!(receive(&peer), (big_frame(), 1));
     assert_eq!(writer.on_reply(false), Reply::Lost { from_js: true });
     writer.flush(ours.as_raw_fd()).unwrap();
     assert_eq!(receive(&peer), (b"A\n".to_vec(), 0));
+  }
+
+  #[test]
+  fn small_handles_and_plain_messages_pipeline_inside_the_window() {
+    let (ours, peer) = pair();
+    let mut writer = Writer::default();
+    for _ in 0..3 {
+      writer.push(handle(b"H\n"));
+      writer.push(Chunk::new(b"A\n".to_vec(), None, true));
+    }
+    writer.flush(ours.as_raw_fd()).unwrap();
+    assert_eq!(writer.awaiting.len(), 3, "no reply needed before the next safe handle");
+    assert_eq!(writer.completed, 6);
+    // A read never runs past a frame that carries an fd, so each read has at most one.
+    let mut reads = Vec::new();
+    loop {
+      match receive(&peer) {
+        (bytes, _) if bytes.is_empty() => break,
+        read => reads.push(read),
+      }
+    }
+    assert_eq!(reads, [(b"H\n".to_vec(), 1), (b"A\nH\n".to_vec(), 1), (b"A\nH\n".to_vec(), 1), (b"A\n".to_vec(), 0)]);
+    for _ in 0..3 {
+      assert_eq!(writer.on_reply(true), Reply::Acked { from_js: true });
+    }
+    assert_eq!(writer.on_reply(true), Reply::Unsolicited);
+  }
+
+  #[test]
+  fn a_handle_behind_more_than_the_window_waits_for_the_replies_before_it() {
+    let (ours, peer) = pair();
+    let mut writer = Writer::default();
+    writer.push(handle(b"H\n"));
+    writer.push(Chunk::new(vec![b'x'; PIPELINE_WINDOW as usize], None, true));
+    writer.push(handle(b"J\n"));
+    writer.flush(ours.as_raw_fd()).unwrap();
+    assert_eq!(writer.awaiting.len(), 1, "J would end past the window: it waits");
+    assert_eq!(writer.completed, 2, "plain data may follow a safe handle");
+    assert!(!writer.writable_work());
+    assert_eq!(writer.on_reply(true), Reply::Acked { from_js: true });
+    assert!(writer.writable_work());
+    writer.flush(ours.as_raw_fd()).unwrap();
+    assert_eq!(writer.completed, 3);
+    assert!(!writer.awaiting[0].safe, "the peer may not have read the plain data yet");
+    let mut got = Vec::new();
+    while !got.ends_with(b"J\n") {
+      got.extend(receive(&peer).0);
+    }
+  }
+
+  #[test]
+  fn an_unsafe_handle_holds_everything_as_in_node() {
+    let (ours, _peer) = pair();
+    let mut writer = Writer::default();
+    writer.push(handle(&big_frame()));
+    writer.push(Chunk::new(b"A\n".to_vec(), None, true));
+    writer.push(handle(b"H\n"));
+    writer.flush(ours.as_raw_fd()).unwrap();
+    assert_eq!((writer.completed, writer.awaiting.len()), (1, 1));
+    assert!(!writer.writable_work());
   }
 
   #[test]

@@ -2,8 +2,8 @@
 //!
 //! Workers run Node's own worker code; they ask for listening sockets (`queryServer`), report
 //! `online`/`listening`, release servers (`close`) and confirm `newconn` hand-offs. Policies:
-//! round-robin keeps the listening socket here and hands each accepted connection to the first
-//! free worker (one `newconn` outstanding per worker, as Node); shared sends every worker the same
+//! round-robin keeps the listening socket here and hands each accepted connection to the least
+//! busy worker (a few `newconn`s outstanding per worker, where Node allows one); shared sends every worker the same
 //! bound socket; reuseport gives each worker its own SO_REUSEPORT socket so the kernel balances.
 //! JavaScript only hears what it must emit: online, listening, exitedAfterDisconnect.
 //!
@@ -79,12 +79,19 @@ struct ReusePort {
 /// Connections the primary accepted, on their way to workers.
 #[derive(Default)]
 struct Dispatch {
-  /// Workers with no `newconn` outstanding, first idle first.
-  free: VecDeque<u32>,
+  /// Workers in rotation order, each with its count of unanswered `newconn`s.
+  workers: Vec<(u32, usize)>,
+  /// Where the rotation resumes.
+  next: usize,
   pending: VecDeque<Arc<OwnedFd>>,
   /// Our `newconn` seq → the worker it went to and the connection, until the worker answers.
   outstanding: HashMap<u64, (u32, Arc<OwnedFd>)>,
 }
+
+/// Unanswered `newconn`s per worker. Node allows one, so a worker idles for a round trip
+/// between connections; a few in flight keep it fed while the least busy worker still gets
+/// each new one.
+const NEWCONN_DEPTH: usize = 4;
 
 fn next_seq() -> u64 {
   SEQ.fetch_add(1, Ordering::Relaxed)
@@ -200,7 +207,7 @@ fn query_server(channel: &Channel, message: &Value) {
         Ok(fd) => {
           reuse.owned.insert(channel.id, fd.clone());
           send(channel, reply, Some(fd), "net.Native");
-          handle.dispatch.free.push_back(channel.id);
+          handle.dispatch.join(channel.id);
           handle.dispatch.distribute(&key);
         }
         Err(errno) => send(channel, errno_reply(reply, errno), None, ""),
@@ -212,7 +219,7 @@ fn query_server(channel: &Channel, message: &Value) {
         reply.insert("sockname".into(), sockname.clone());
       }
       send(channel, reply, None, "");
-      handle.dispatch.free.push_back(channel.id);
+      handle.dispatch.join(channel.id);
       handle.dispatch.distribute(&key);
     }
   }
@@ -286,28 +293,45 @@ fn bind_for(message: &Value, reuse_port: bool) -> Result<(OwnedFd, u16), Errno> 
 }
 
 impl Dispatch {
-  /// Hands queued connections to free workers.
+  fn join(&mut self, worker: u32) {
+    if !self.workers.iter().any(|&(w, _)| w == worker) {
+      self.workers.push((worker, 0));
+    }
+  }
+
+  /// The least busy worker with room, the rotation breaking ties.
+  fn pick(&self) -> Option<usize> {
+    let n = self.workers.len();
+    (0..n).map(|i| (self.next + i) % n).filter(|&i| self.workers[i].1 < NEWCONN_DEPTH).min_by_key(|&i| self.workers[i].1)
+  }
+
+  /// Hands queued connections to workers with room.
   fn distribute(&mut self, key: &str) {
     while !self.pending.is_empty() {
-      let Some(worker) = self.free.pop_front() else { return };
-      let Some(channel) = channel::get(worker) else { continue };
+      let Some(i) = self.pick() else { return };
+      let worker = self.workers[i].0;
       let conn = self.pending.pop_front().expect("checked non-empty");
       let seq = next_seq();
       let message = json!({ "cmd": "NODE_CLUSTER", "act": "newconn", "key": key, "seq": seq });
       let envelope = json!({ "cmd": "NODE_HANDLE", "type": "net.Native", "msg": message });
-      match channel.send_value(&envelope, Some(conn.clone())) {
+      match channel::get(worker).ok_or(Errno::EPIPE).and_then(|channel| channel.send_value(&envelope, Some(conn.clone()))) {
         Ok(_) => {
+          self.workers[i].1 += 1;
+          self.next = i + 1;
           self.outstanding.insert(seq, (worker, conn));
         }
-        // The worker's channel just closed: its disconnect takes it out of the rotation.
-        Err(_) => self.pending.push_front(conn),
+        // The worker's channel just closed: out of the rotation now, before its disconnect says so.
+        Err(_) => {
+          self.pending.push_front(conn);
+          self.remove(worker);
+        }
       }
     }
   }
 
   /// Takes `worker` out of the rotation; what it had not confirmed goes to the others.
   fn remove(&mut self, worker: u32) {
-    self.free.retain(|&w| w != worker);
+    self.workers.retain(|&(w, _)| w != worker);
     let lost: Vec<u64> = self.outstanding.iter().filter(|(_, (w, _))| *w == worker).map(|(seq, _)| *seq).collect();
     for seq in lost {
       let (_, conn) = self.outstanding.remove(&seq).expect("listed above");
@@ -338,8 +362,8 @@ fn newconn_answered(worker: u32, ack: u64, accepted: bool) {
     if !accepted {
       dispatch.pending.push_front(conn);
     }
-    if handle.workers.contains(&worker) {
-      dispatch.free.push_back(worker);
+    if let Some(entry) = dispatch.workers.iter_mut().find(|(w, _)| *w == worker) {
+      entry.1 -= 1;
     }
     dispatch.distribute(key);
     return;
@@ -401,5 +425,30 @@ fn remove_worker(state: &mut State, key: &str, id: u32) {
   // As libuv does when a bound pipe closes: the socket file goes with it.
   if let Some(path) = &handle.path {
     let _ = std::fs::remove_file(path);
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  #[test]
+  fn the_least_busy_worker_with_room_gets_the_next_connection() {
+    let mut dispatch = Dispatch::default();
+    dispatch.join(7);
+    dispatch.join(8);
+    dispatch.join(7);
+    assert_eq!(dispatch.workers, [(7, 0), (8, 0)], "a second query from a worker is not a second slot");
+    let mut order = Vec::new();
+    for _ in 0..2 * NEWCONN_DEPTH {
+      let i = dispatch.pick().expect("room left");
+      order.push(dispatch.workers[i].0);
+      dispatch.workers[i].1 += 1;
+      dispatch.next = i + 1;
+    }
+    assert_eq!(order, [7, 8].repeat(NEWCONN_DEPTH), "alternates while both have room");
+    assert_eq!(dispatch.pick(), None, "both full: connections wait in the primary");
+    dispatch.workers[1].1 -= 1;
+    assert_eq!(dispatch.pick(), Some(1), "the worker that answered");
   }
 }
