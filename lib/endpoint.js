@@ -1,21 +1,16 @@
 'use strict';
 // The message-channel half of a ChildProcess, shared with the channels of `rust-cluster/ipc`.
 //
-// The channel itself is in Rust; this class keeps Node's API over it. Outgoing messages are
-// serialized here and written in one batch per tick; incoming ones arrive in batches and are
-// emitted one at a time, in order. Subclasses hook `_onExit`, `_onInternal` and `_maybeClose`.
+// The channel itself is in Rust; this class keeps Node's API over it. Outgoing messages go
+// through an Outbox (one write per tick); incoming ones arrive in batches and are emitted one at
+// a time, in order. Subclasses hook `_onExit`, `_onInternal` and `_maybeClose`.
 const EventEmitter = require('events');
 const fs = require('fs');
 const native = require('./native');
 const serialization = require('./serialization');
 const handles = require('./handles');
+const { Outbox, validateMessage } = require('./outbox');
 const { errors, errnoException } = require('./errors');
-
-const { binding } = native;
-// Node's send() returns false once this much is queued and unwritten.
-const HIGH_WATER = 128 * 1024;
-// Above this much pending in one tick, write now rather than at the end of the tick.
-const BATCH_LIMIT = 64 * 1024;
 // Default limit on one incoming message; `maxMessageSize` changes it (README: Reliability).
 const DEFAULT_MAX_MESSAGE = 512 * 1024 * 1024;
 
@@ -55,14 +50,7 @@ class Endpoint extends EventEmitter {
     this._id = 0;
     this._codec = serialization.json;
     this._channelRef = false;
-    // Outgoing: frames and callbacks of this tick, and chunks the core has not finished writing.
-    this._batch = [];
-    this._batchSize = 0;
-    this._batchCallbacks = [];
-    this._flushScheduled = false;
-    this._submitted = 0;
-    this._queued = 0;
-    this._unwritten = [];
+    this._out = new Outbox();
     this._handlesInFlight = [];
     // Incoming: decoded items waiting to be emitted, one per step, in order.
     this._inbox = [];
@@ -77,6 +65,7 @@ class Endpoint extends EventEmitter {
   _attach(id, serializationMode) {
     this._id = id;
     this._codec = serialization[serializationMode];
+    this._out.attach(id, serializationMode);
     this.connected = true;
     this.channel = new Control(this);
     native.own(id, this);
@@ -98,10 +87,7 @@ class Endpoint extends EventEmitter {
     } else if (options !== undefined && (options === null || typeof options !== 'object')) {
       throw errors.ERR_INVALID_ARG_TYPE('options', 'of type object', options);
     }
-    if (message === undefined) throw errors.ERR_MISSING_ARGS('message');
-    if (!['string', 'object', 'number', 'boolean'].includes(typeof message)) {
-      throw errors.ERR_INVALID_ARG_TYPE('message', 'one of type string, object, number, or boolean', message);
-    }
+    validateMessage(message);
     const outgoing = handle === undefined || handle === null ? null : handles.describeOutgoing(handle);
     if (!this.connected) {
       const err = errors.ERR_IPC_CHANNEL_CLOSED();
@@ -110,21 +96,11 @@ class Endpoint extends EventEmitter {
       return false;
     }
     if (outgoing) return this._sendHandle(message, handle, outgoing, options, callback);
-    const frame = this._codec.encode(message);
-    this._batch.push(frame);
-    this._batchSize += this._codec.size(frame);
-    if (typeof callback === 'function') this._batchCallbacks.push(callback);
-    if (this._batchSize >= BATCH_LIMIT) this._flush();
-    else if (!this._flushScheduled) {
-      this._flushScheduled = true;
-      process.nextTick(() => this._flush());
-    }
-    return this._queued + this._batchSize < HIGH_WATER;
+    return this._out.push(message, callback);
   }
 
   _sendHandle(message, handle, { type, fd, fields }, options, callback) {
-    const frame = this._codec.encode({ cmd: 'NODE_HANDLE', type, msg: message, ...fields });
-    this._flush();
+    const envelope = { cmd: 'NODE_HANDLE', type, msg: message, ...fields };
     if (fd === undefined) {
       // A handle with no fd (closed, not yet bound): Node's peer would NACK it; report it now.
       const err = errnoException(9, 'write');
@@ -137,42 +113,8 @@ class Endpoint extends EventEmitter {
       // Node stops reading at once so no data meant for the receiver is consumed here.
       handle._handle?.readStop?.();
     }
-    const result = binding.writeHandle(this._id, frame, fd);
-    if (result >= 0) this._handlesInFlight.push({ handle, type, keepOpen });
-    this._submitted++;
-    this._afterWrite(result, typeof callback === 'function' ? [callback] : []);
-    return this._queued < HIGH_WATER;
-  }
-
-  _flush() {
-    this._flushScheduled = false;
-    if (this._batch.length === 0 || this._id === 0 || !this.connected) return;
-    const data = this._codec.join(this._batch);
-    const callbacks = this._batchCallbacks;
-    this._batch = [];
-    this._batchSize = 0;
-    this._batchCallbacks = [];
-    const result = binding.write(this._id, data);
-    this._submitted++;
-    this._afterWrite(result, callbacks);
-  }
-
-  _afterWrite(result, callbacks) {
-    if (result < 0) {
-      const err = result === -32 ? errors.ERR_IPC_CHANNEL_CLOSED() : errnoException(-result, 'write');
-      for (const callback of callbacks) process.nextTick(callback, err);
-      return;
-    }
-    this._queued = result;
-    if (callbacks.length) this._unwritten.push({ chunk: this._submitted, callbacks });
-    if (result === 0) this._written(this._submitted);
-  }
-
-  _written(completed) {
-    if (completed >= this._submitted) this._queued = 0;
-    while (this._unwritten.length && this._unwritten[0].chunk <= completed) {
-      for (const callback of this._unwritten.shift().callbacks) process.nextTick(callback, null);
-    }
+    if (this._out.writeHandle(envelope, fd, callback) >= 0) this._handlesInFlight.push({ handle, type, keepOpen });
+    return this._out.underHighWater();
   }
 
   disconnect() {
@@ -180,14 +122,14 @@ class Endpoint extends EventEmitter {
       this.emit('error', errors.ERR_IPC_DISCONNECTED());
       return;
     }
-    this._flush();
+    this._out.flush();
     this.connected = false;
     // As Node: handles still waiting for their ACK, and what is queued behind them, go first.
     if (this._handlesInFlight.length === 0) this._close();
   }
 
   _close() {
-    this._written(binding.close(this._id));
+    this._out.close();
     this._channelGone();
   }
 
@@ -197,13 +139,7 @@ class Endpoint extends EventEmitter {
     this.connected = false;
     this.channel = null;
     this._setChannelRef(false);
-    const err = errors.ERR_IPC_CHANNEL_CLOSED();
-    const unsent = { callbacks: this._batchCallbacks.splice(0) };
-    this._batch = [];
-    this._batchSize = 0;
-    for (const { callbacks } of [...this._unwritten.splice(0), unsent]) {
-      for (const callback of callbacks) process.nextTick(callback, err);
-    }
+    this._out.abandon(errors.ERR_IPC_CHANNEL_CLOSED());
     for (const { handle, type, keepOpen } of this._handlesInFlight.splice(0)) {
       if (type === 'net.Socket' && !keepOpen) handle.destroy();
     }
@@ -230,7 +166,7 @@ class Endpoint extends EventEmitter {
         this._inbox.push(new Notice('handle', { handleFrame: event.text ?? event.data, fd: event.fd }));
         break;
       case 'written':
-        this._written(event.count);
+        this._out.written(event.count);
         return;
       case 'acked':
       case 'lost': {
