@@ -3,4 +3,6 @@
 // Rust-backed one. Everything else is Node's own.
 const { fork } = require('./lib/child');
 
+require('./lib/child-send').install();
+
 module.exports = { ...require('child_process'), fork };

@@ -32,7 +32,8 @@ class Outbox {
     this._submitted = 0;
     this._queued = 0;
     this._unwritten = [];
-    // Called when everything handed to the outbox has been written.
+    // Called when a write leaves bytes queued in the core, and when everything has been written.
+    this.onPending = null;
     this.onIdle = null;
   }
 
@@ -92,6 +93,7 @@ class Outbox {
       return;
     }
     this._queued = result;
+    if (result > 0) this.onPending?.();
     if (callbacks.length) this._unwritten.push({ chunk: this._submitted, callbacks });
     if (result === 0) this.written(this._submitted);
   }

@@ -52,6 +52,8 @@ pub struct Channel {
   pub mode: Mode,
   /// The cluster worker id when this channel belongs to a cluster worker.
   pub worker: Option<u32>,
+  /// False for a child's writer beside Node's own end, which does all the reading.
+  reads: bool,
   reader: Mutex<Reader>,
   writer: Mutex<Writer>,
 }
@@ -113,16 +115,20 @@ struct Writer {
 }
 
 pub fn open(id: u32, fd: OwnedFd, mode: Mode, limit: usize, worker: Option<u32>) -> Result<(), Errno> {
-  let channel = Arc::new(Channel {
-    id,
-    fd,
-    mode,
-    worker,
-    reader: Mutex::new(Reader { decoder: Decoder::new(mode, limit), pending_fd: None, batch: Vec::new() }),
-    writer: Mutex::new(Writer::default()),
-  });
+  install(Channel::new(id, fd, mode, limit, worker, true))
+}
+
+/// A write-only channel on a duplicate of a socket that Node reads: a child's batched sends.
+pub fn open_writer(id: u32, fd: OwnedFd, mode: Mode) -> Result<(), Errno> {
+  install(Channel::new(id, fd, mode, 0, None, false))
+}
+
+fn install(channel: Channel) -> Result<(), Errno> {
+  let (id, channel) = (channel.id, Arc::new(channel));
   lock(&CHANNELS).insert(id, channel.clone());
-  reactor::register(channel.fd.as_fd(), Kind::Channel, id).inspect_err(|_| {
+  let fd = channel.fd.as_fd();
+  let registered = if channel.reads { reactor::register(fd, Kind::Channel, id) } else { reactor::register_output(fd, Kind::Channel, id) };
+  registered.inspect_err(|_| {
     lock(&CHANNELS).remove(&id);
   })
 }
@@ -170,12 +176,28 @@ pub fn on_ready(id: u32, flags: EpollFlags) {
   if reactor::writable(flags) {
     channel.flush_and_report();
   }
-  if reactor::readable(flags) {
+  if !channel.reads {
+    if reactor::hung_up(flags) {
+      channel.end_by_peer();
+    }
+  } else if reactor::readable(flags) {
     channel.read();
   }
 }
 
 impl Channel {
+  fn new(id: u32, fd: OwnedFd, mode: Mode, limit: usize, worker: Option<u32>, reads: bool) -> Channel {
+    Channel {
+      id,
+      fd,
+      mode,
+      worker,
+      reads,
+      reader: Mutex::new(Reader { decoder: Decoder::new(mode, limit), pending_fd: None, batch: Vec::new() }),
+      writer: Mutex::new(Writer::default()),
+    }
+  }
+
   /// Sends an internal message built on the Rust side (cluster replies, `newconn`).
   pub fn send_value(&self, value: &Value, fd: Option<Arc<OwnedFd>>) -> Result<usize, Errno> {
     let bytes = framing::encode_frame(self.mode, value);
@@ -221,7 +243,7 @@ impl Channel {
       writer.close();
     }
     let want = writer.writable_work();
-    if want != writer.armed && reactor::set_writable(self.fd.as_fd(), Kind::Channel, self.id, want).is_ok() {
+    if want != writer.armed && reactor::set_interest(self.fd.as_fd(), Kind::Channel, self.id, self.reads, want).is_ok() {
       writer.armed = want;
     }
   }
@@ -344,7 +366,11 @@ impl Channel {
 
   fn detach(&self) {
     reactor::deregister(self.fd.as_fd());
-    let _ = shutdown(self.fd.as_raw_fd(), Shutdown::Both);
+    // A writer's socket is Node's too: closing our duplicate is all it takes, and Node's close
+    // of its own fd then ends the channel.
+    if self.reads {
+      let _ = shutdown(self.fd.as_raw_fd(), Shutdown::Both);
+    }
     if self.worker.is_some() {
       cluster::on_disconnect(self.id);
     }

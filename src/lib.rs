@@ -123,6 +123,17 @@ pub fn open_channel(fd: i32, serialization: String, max_message_size: f64) -> na
   Ok(id)
 }
 
+/// Opens a write-only channel on a duplicate of `fd`, an IPC channel that Node itself reads (a
+/// child's own end): a child's process.send() batched like the parent's. Returns the channel id.
+#[napi(catch_unwind)]
+pub fn open_writer(fd: i32, serialization: String) -> napi::Result<u32> {
+  let mode = parse_mode(&serialization)?;
+  let socket = duplicate(fd).map_err(|e| errno_error(e, "dup"))?;
+  let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+  channel::open_writer(id, socket, mode).map_err(|e| errno_error(e, "ipc writer"))?;
+  Ok(id)
+}
+
 fn parse_mode(name: &str) -> napi::Result<Mode> {
   Mode::parse(name).ok_or_else(|| napi::Error::from_reason(format!("unknown serialization '{name}'")))
 }

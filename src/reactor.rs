@@ -43,11 +43,16 @@ static EPOLL: Lazy<Epoll> = Lazy::new(|| {
 });
 
 pub fn register(fd: BorrowedFd<'_>, kind: Kind, id: u32) -> Result<(), Errno> {
-  EPOLL.add(fd, EpollEvent::new(interest(false), token(kind, id)))
+  EPOLL.add(fd, EpollEvent::new(interest(true, false), token(kind, id)))
 }
 
-pub fn set_writable(fd: BorrowedFd<'_>, kind: Kind, id: u32, writable: bool) -> Result<(), Errno> {
-  EPOLL.modify(fd, &mut EpollEvent::new(interest(writable), token(kind, id)))
+/// For an fd only written to: nothing but hang-ups (always reported) until EPOLLOUT is wanted.
+pub fn register_output(fd: BorrowedFd<'_>, kind: Kind, id: u32) -> Result<(), Errno> {
+  EPOLL.add(fd, EpollEvent::new(interest(false, false), token(kind, id)))
+}
+
+pub fn set_interest(fd: BorrowedFd<'_>, kind: Kind, id: u32, readable: bool, writable: bool) -> Result<(), Errno> {
+  EPOLL.modify(fd, &mut EpollEvent::new(interest(readable, writable), token(kind, id)))
 }
 
 pub fn deregister(fd: BorrowedFd<'_>) {
@@ -55,9 +60,15 @@ pub fn deregister(fd: BorrowedFd<'_>) {
   let _ = EPOLL.delete(fd);
 }
 
-fn interest(writable: bool) -> EpollFlags {
-  let base = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
-  if writable { base | EpollFlags::EPOLLOUT } else { base }
+fn interest(readable: bool, writable: bool) -> EpollFlags {
+  let mut flags = EpollFlags::empty();
+  if readable {
+    flags |= EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
+  }
+  if writable {
+    flags |= EpollFlags::EPOLLOUT;
+  }
+  flags
 }
 
 fn run() {
@@ -96,6 +107,10 @@ pub fn start() {
 
 pub fn readable(flags: EpollFlags) -> bool {
   flags.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLHUP | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLERR)
+}
+
+pub fn hung_up(flags: EpollFlags) -> bool {
+  flags.intersects(EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR)
 }
 
 pub fn writable(flags: EpollFlags) -> bool {
