@@ -1,5 +1,7 @@
 'use strict';
-// Channel throughput, parent→child and child→parent, with a stock Node child. Backpressure is
+// Channel throughput, parent→child and child→parent, with a stock Node child; and child→parent
+// with a child that loads the implementation under test (the issue's stretch: rust-cluster at both
+// ends, whose child batches its sends, against Node at both ends). Backpressure is
 // the same for both implementations: the receiver acks every K messages and the sender keeps at
 // most 2·K unacknowledged. Timed from the ack (or message) that ends the warm-up to the one that
 // ends the measured N messages; the parent's CPU (process.cpuUsage, all threads) over the same span.
@@ -26,22 +28,33 @@ function cases({ quick }) {
       const n = quick ? k.quickN : k.n;
       const label = `${dir === 'p2c' ? 'parent→child' : 'child→parent'} ${kind}${serialization === 'advanced' ? ' advanced' : ' json'}`;
       const target = dir === 'p2c' ? { 'msgs/s': '≥1.2', 'cpu µs/msg': '≤0.5' } : { 'msgs/s': '≥1.0', 'cpu µs/msg': '≤0.5' };
-      list.push({
-        label,
-        args: { dir, kind, serialization, n, ack: k.ack, warm: 10 * k.ack },
-        metrics: [
-          { key: 'msgsPerSec', name: 'msgs/s', better: 'higher', target: target['msgs/s'] },
-          { key: 'cpuUsPerMsg', name: 'cpu µs/msg', better: 'lower', target: target['cpu µs/msg'] },
-        ],
-      });
+      list.push(channelCase(label, { dir, kind, serialization, n, ack: k.ack, warm: 10 * k.ack }, target));
     }
+  }
+  for (const kind of ['small', '1k']) {
+    const k = KINDS[kind];
+    const n = 4 * (quick ? k.quickN : k.n);
+    const args = { dir: 'c2p', kind, serialization: 'json', n, ack: 4 * k.ack, warm: 40 * k.ack, childLoads: true };
+    list.push(channelCase(`child→parent ${kind} json, child loads rust-cluster`, args, { 'msgs/s': kind === 'small' ? '≥10' : null, 'cpu µs/msg': null }));
   }
   return list;
 }
 
-async function measure({ dir, kind, serialization, n, ack, warm }) {
+function channelCase(label, args, target) {
+  return {
+    label,
+    args,
+    metrics: [
+      { key: 'msgsPerSec', name: 'msgs/s', better: 'higher', target: target['msgs/s'] },
+      { key: 'cpuUsPerMsg', name: 'cpu µs/msg', better: 'lower', target: target['cpu µs/msg'] },
+    ],
+  };
+}
+
+async function measure({ dir, kind, serialization, n, ack, warm, childLoads = false }) {
   const fork = c.loadFork();
-  const child = fork(path.join(__dirname, 'child.js'), [], { serialization });
+  const env = { ...process.env, BENCH_CHILD_LOADS: childLoads ? c.impl() : '' };
+  const child = fork(path.join(__dirname, 'child.js'), [], { serialization, env });
   await c.once(child, 'message', (m) => m === 'ready');
   const total = warm + n;
   let t0, cpu0, t1, cpu1;

@@ -1,8 +1,12 @@
 'use strict';
-// The stock Node child used by the channel, latency, large-message and fork benchmarks. It only
-// uses process.send / process.on('message'), so it is the same for both parents. The first
+// The Node child used by the channel, latency, large-message and fork benchmarks. It only uses
+// process.send / process.on('message'), so it is the same for both parents. The first
 // message from the parent selects the mode.
-const { payload } = require('./common');
+const { payload, loadFork } = require('./common');
+
+// BENCH_CHILD_LOADS=rust: this child loads rust-cluster, as a cluster worker does, and so batches
+// its own sends.
+if (process.env.BENCH_CHILD_LOADS) loadFork(process.env.BENCH_CHILD_LOADS);
 
 let onMessage = (config) => {
   switch (config.cmd) {
