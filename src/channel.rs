@@ -257,7 +257,6 @@ impl Channel {
     let mut ended = false;
     for _ in 0..READS_PER_WAKE {
       let room = reader.decoder.spare(READ_SIZE);
-      let asked = room.len();
       let mut iov = [IoSliceMut::new(room)];
       let flags = MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT;
       let (n, fds) = match recvmsg::<()>(self.fd.as_raw_fd(), &mut iov, Some(&mut control), flags) {
@@ -278,7 +277,6 @@ impl Channel {
           break;
         }
       };
-      let got_fd = !fds.is_empty();
       if let Some(fd) = fds.into_iter().next() {
         reader.pending_fd = Some(fd);
       }
@@ -291,11 +289,6 @@ impl Channel {
         self.hand_over(reader);
         drop(guard);
         return fail(self.id, message);
-      }
-      // A short read drained the socket, unless an fd cut it short; epoll (level-triggered)
-      // reports whatever arrives next, so the read that would only say EAGAIN is skipped.
-      if n < asked && !got_fd {
-        break;
       }
     }
     self.hand_over(reader);

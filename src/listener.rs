@@ -98,7 +98,7 @@ pub fn listen(fd: &OwnedFd, backlog: i32) -> Result<(), Errno> {
 pub fn sockname(fd: RawFd) -> Option<Value> {
   let addr: SockaddrStorage = getsockname(fd).ok()?;
   if let Some(v4) = addr.as_sockaddr_in() {
-    return Some(json!({ "address": Ipv4Addr::from(v4.ip()).to_string(), "family": "IPv4", "port": v4.port() }));
+    return Some(json!({ "address": v4.ip().to_string(), "family": "IPv4", "port": v4.port() }));
   }
   let v6 = addr.as_sockaddr_in6()?;
   Some(json!({ "address": v6.ip().to_string(), "family": "IPv6", "port": v6.port() }))
