@@ -105,7 +105,9 @@ function install() {
 
   process._send = function send(message, handle, options, callback) {
     validateMessage(message);
-    if (waiting.length === 0 && handle == null && nodeIdle()) return out.push(message, callback);
+    // Node's writes all come through here and wait for our batch, so a batch under way means
+    // Node is still idle.
+    if (waiting.length === 0 && handle == null && (out.batching || nodeIdle())) return out.push(message, callback);
     out.flush();
     if (waiting.length === 0 && out.idle) return nodeSend.call(this, message, handle, options, callback);
     waiting.push([message, handle, options, callback]);

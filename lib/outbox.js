@@ -15,7 +15,8 @@ const BATCH_LIMIT = 64 * 1024;
 // Node's own checks on a message, thrown synchronously from send().
 function validateMessage(message) {
   if (message === undefined) throw errors.ERR_MISSING_ARGS('message');
-  if (!['string', 'object', 'number', 'boolean'].includes(typeof message)) {
+  const type = typeof message;
+  if (type !== 'object' && type !== 'string' && type !== 'number' && type !== 'boolean') {
     throw errors.ERR_INVALID_ARG_TYPE('message', 'one of type string, object, number, or boolean', message);
   }
 }
@@ -44,6 +45,11 @@ class Outbox {
 
   get idle() {
     return this._batch.length === 0 && this._queued === 0;
+  }
+
+  // Messages of this tick are waiting for the flush.
+  get batching() {
+    return this._batch.length !== 0;
   }
 
   // Serializes `message` (throwing as Node does) into this tick's batch; returns Node's hint.
