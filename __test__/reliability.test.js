@@ -82,6 +82,53 @@ describe('faults', () => {
     assert.equal(r.closed, 0, `connections lost: ${JSON.stringify(r)}`);
     assert.ok(r.fdsAfter <= r.fdsBefore, `primary fds ${r.fdsBefore} -> ${r.fdsAfter}`);
   });
+  test('a primary whose fd table is full sheds round-robin connections, then serves again', { timeout: 60_000 }, async (t) => {
+    // A low ulimit in a shell, then the fixture primary in its place.
+    const fixture = path.join(__dirname, 'fixtures', 'reliability', 'cluster-emfile.js');
+    const primary = harness.spawn('sh', ['-c', 'ulimit -n 256 && exec "$@"', 'sh', process.execPath, fixture], {
+      stdio: ['pipe', 'pipe', 'inherit'],
+    });
+    t.after(() => primary.kill('SIGKILL'));
+    const lines = [];
+    const arrived = new (require('node:events'))();
+    let buf = '';
+    primary.stdout.setEncoding('utf8').on('data', (d) => {
+      buf += d;
+      for (let nl = buf.indexOf('\n'); nl !== -1; nl = buf.indexOf('\n')) {
+        lines.push(JSON.parse(buf.slice(0, nl)));
+        buf = buf.slice(nl + 1);
+        arrived.emit('line');
+      }
+    });
+    const next = async (key) => {
+      for (;;) {
+        const at = lines.findIndex((l) => key in l);
+        if (at !== -1) return lines.splice(at, 1)[0][key];
+        await once(arrived, 'line', { timeout: 20_000 });
+      }
+    };
+    // How one client connection ends: the worker's answer, or '' if it was closed without one.
+    const request = (port) => new Promise((resolve) => {
+      const socket = require('node:net').connect(port, '127.0.0.1');
+      let data = '';
+      socket.setEncoding('utf8').on('data', (d) => { data += d; });
+      socket.on('error', () => {});
+      // A connection left in the backlog would never end: give up on it after 10 s of silence.
+      socket.setTimeout(10_000, () => {
+        data = 'left hanging';
+        socket.destroy();
+      });
+      socket.on('close', () => resolve(data));
+    });
+    const port = await next('port');
+    assert.match(await request(port), /^w\d$/);
+    primary.stdin.write('hog\n');
+    assert.ok((await next('hogged')) > 0);
+    for (let i = 0; i < 3; i++) assert.equal(await request(port), '', 'shed at once, not left hanging');
+    primary.stdin.write('free\n');
+    await next('freed');
+    assert.match(await request(port), /^w\d$/, 'serving again');
+  });
   test('a primary SIGKILLed leaves no worker behind (3 blocked workers)', { skip: OURS_ONLY }, (t) =>
     S.primaryKilled(t, { rounds: 1, workers: 3 }));
 });
