@@ -392,6 +392,15 @@ describe('channel', () => {
     assert.deepEqual(received, Array.from({ length: count }, (_, i) => i));
   });
 
+  test("channel.fd is the number of the parent's end, a socket in this process", async (t) => {
+    const child = forkFixture(t, 'echo.js');
+    const { fd } = child.channel;
+    assert.equal(typeof fd, 'number');
+    assert.match(fs.readlinkSync(`/proc/self/fd/${fd}`), /^socket:/);
+    child.send('ping');
+    assert.equal(await nextMessage(child), 'ping', 'reading it took nothing from the channel');
+  });
+
   test('multi-byte UTF-8 text is decoded correctly in both directions', async (t) => {
     const text = 'héllo wörld — 日本語 🎉';
     const child = forkFixture(t, 'unicode.js');

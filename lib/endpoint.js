@@ -7,6 +7,8 @@
 const EventEmitter = require('events');
 const fs = require('fs');
 const native = require('./native');
+
+const { binding } = native;
 const serialization = require('./serialization');
 const handles = require('./handles');
 const { Outbox, validateMessage } = require('./outbox');
@@ -28,8 +30,10 @@ class Control extends EventEmitter {
     this._child._setChannelRef(false);
   }
 
+  // The number of the parent's end in this process, as Node reports it; the core owns the fd.
   get fd() {
-    return undefined;
+    const fd = this._child._id === 0 ? -1 : binding.channelFd(this._child._id);
+    return fd < 0 ? undefined : fd;
   }
 }
 

@@ -186,6 +186,10 @@ pub fn on_ready(id: u32, flags: EpollFlags) {
 }
 
 impl Channel {
+  pub fn raw_fd(&self) -> RawFd {
+    self.fd.as_raw_fd()
+  }
+
   fn new(id: u32, fd: OwnedFd, mode: Mode, limit: usize, worker: Option<u32>, reads: bool) -> Channel {
     Channel {
       id,

@@ -166,6 +166,12 @@ pub fn disconnect_worker(id: u32) {
   cluster::disconnect(id);
 }
 
+/// The fd number of channel `id`'s socket in this process (Node's `subprocess.channel.fd`), or -1.
+#[napi(catch_unwind)]
+pub fn channel_fd(id: u32) -> i32 {
+  channel::get(id).map_or(-1, |channel| channel.raw_fd())
+}
+
 /// Closes channel `id` at our end; returns how many chunks were written in full.
 #[napi(catch_unwind)]
 pub fn close(id: u32) -> f64 {
