@@ -84,19 +84,23 @@ fn run() {
       let id = event.data() as u32;
       let flags = event.events();
       let kind = kind_of(event.data());
-      // A bug met on one fd must not stop the thread every channel depends on.
-      let handled = panic::catch_unwind(|| match kind {
+      contain(kind, id, || match kind {
         Some(Kind::Channel) => channel::on_ready(id, flags),
         Some(Kind::Process) => process::on_exit(id),
         Some(Kind::Listener) => listener::on_ready(id),
         None => {}
       });
-      if let (Err(cause), Some(Kind::Channel)) = (handled, kind) {
-        let what = cause.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| cause.downcast_ref::<String>().cloned());
-        channel::fail(id, format!("internal error in rust-cluster: {}", what.unwrap_or_default()));
-      }
     }
     events::wake();
+  }
+}
+
+/// Runs the handler of one ready fd. A bug met there must not stop the thread every channel
+/// depends on: a panic becomes an error on that channel, which is then closed.
+fn contain(kind: Option<Kind>, id: u32, handler: impl FnOnce() + panic::UnwindSafe) {
+  if let (Err(cause), Some(Kind::Channel)) = (panic::catch_unwind(handler), kind) {
+    let what = cause.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| cause.downcast_ref::<String>().cloned());
+    channel::fail(id, format!("internal error in rust-cluster: {}", what.unwrap_or_default()));
   }
 }
 
@@ -115,4 +119,27 @@ pub fn hung_up(flags: EpollFlags) -> bool {
 
 pub fn writable(flags: EpollFlags) -> bool {
   flags.intersects(EpollFlags::EPOLLOUT | EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP)
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+  use crate::events::Event;
+  use crate::framing::Mode;
+  use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+
+  #[test]
+  fn a_panic_in_a_channel_handler_is_an_error_on_that_channel_which_then_closes() {
+    let (ours, _peer) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC).unwrap();
+    let id = 900_001;
+    channel::open(id, ours, Mode::Json, 1 << 20, None).unwrap();
+    contain(Some(Kind::Channel), id, || panic!("boom"));
+    let reported = events::take();
+    assert!(
+      reported.iter().any(|e| matches!(e, Event::Error { id: 900_001, message } if message.ends_with("boom"))),
+      "an error names the panic"
+    );
+    assert!(reported.iter().any(|e| matches!(e, Event::Disconnect { id: 900_001 })), "then the channel closes");
+    assert!(channel::get(id).is_none());
+  }
 }
