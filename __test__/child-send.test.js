@@ -112,6 +112,21 @@ test('handles the child sends keep their place among its batched messages', { ti
   }
 });
 
+test('a handle sent while the batch writer is backed up waits, and so does everything after it', {
+  timeout: 60_000,
+}, async (t) => {
+  const { child, received } = await start(t);
+  const [before, after] = [3_000, 20];
+  const all = many(child, 'message', before + 1 + after, { timeout: 30_000 });
+  child.send({ op: 'backlog-handle', before, after, size: 1024 });
+  await all;
+  assert.deepEqual(numbered(received), Array.from({ length: before + 1 + after }, (_, i) => i));
+  const [message, handle] = received.find(([m]) => m.server);
+  assert.equal(message.i, before);
+  assert.ok(handle instanceof net.Server);
+  handle.close();
+});
+
 test('handles sent to the child are ACKed through the batched path', { timeout: 30_000 }, async (t) => {
   const { child, next } = await start(t);
   const server = net.createServer((s) => s.on('error', () => {})).listen(0, '127.0.0.1');
