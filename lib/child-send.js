@@ -12,6 +12,8 @@ const native = require('./native');
 const { Outbox, validateMessage } = require('./outbox');
 const { errors } = require('./errors');
 
+const { EventKind } = native.binding;
+
 const INSTALLED = Symbol.for('rust-cluster.childSend');
 
 // Node's handle for the channel to our parent, if we have one.
@@ -89,8 +91,8 @@ function install() {
 
   native.own(id, {
     _onNative(event) {
-      if (event.kind === 'written') return out.written(event.count);
-      if (event.kind !== 'disconnect') return;
+      if (event.kind === EventKind.Written) return out.written(event.count);
+      if (event.kind !== EventKind.Disconnect) return;
       // The parent is gone: nothing queued can be delivered any more.
       const err = errors.ERR_IPC_CHANNEL_CLOSED();
       out.abandon(err);

@@ -10,12 +10,11 @@ const { fileURLToPath } = require('url');
 const util = require('util');
 const native = require('./native');
 const { Endpoint, DEFAULT_MAX_MESSAGE } = require('./endpoint');
+const serialization = require('./serialization');
 const { errors, errnoException, AbortError } = require('./errors');
 
 const { binding } = native;
-const STDIO_PIPE = -1;
-const STDIO_IPC = -2;
-const STDIO_IGNORE = -3;
+const { STDIO_PIPE, STDIO_IPC, STDIO_IGNORE } = binding;
 const SPAWN_ERRORS_EMITTED = new Set(['EACCES', 'EAGAIN', 'EMFILE', 'ENFILE', 'ENOENT']);
 
 const signalNames = Object.fromEntries(Object.entries(os.constants.signals).map(([name, num]) => [num, name]));
@@ -126,9 +125,7 @@ function validateOptions(options) {
   check('gid', (v) => Number.isInteger(v) && v >= -(2 ** 31) && v < 2 ** 31, 'int32');
   check('execArgv', Array.isArray, 'an instance of Array');
   check('silent', (v) => typeof v === 'boolean', 'of type boolean');
-  if (options.serialization !== undefined && !['json', 'advanced'].includes(options.serialization)) {
-    throw errors.ERR_INVALID_ARG_VALUE('options.serialization', options.serialization, "must be one of: 'json', 'advanced'");
-  }
+  serialization.validate(options.serialization);
   if (options.timeout != null && !(Number.isInteger(options.timeout) && options.timeout >= 0)) {
     throw errors.ERR_OUT_OF_RANGE('options.timeout', 'an integer >= 0', options.timeout);
   }
@@ -184,9 +181,10 @@ function fork(modulePath, args, options) {
   return spawnChild(modulePath, args, { ...options });
 }
 
-// Spawns `execPath [...execArgv] modulePath [...args]` with an IPC channel. `options.worker`
-// (internal, cluster) marks a cluster worker: the core then answers its NODE_CLUSTER requests.
-function spawnChild(modulePath, args, options) {
+// Spawns `execPath [...execArgv] modulePath [...args]` with an IPC channel. `internal` is not
+// reachable through the public fork(): `worker` marks a cluster worker (the core then answers
+// its NODE_CLUSTER requests), `extraEnv` adds to the child's environment.
+function spawnChild(modulePath, args, options, internal = {}) {
   validateOptions(options);
   const execPath = options.execPath || process.execPath;
   let execArgv = options.execArgv || process.execArgv;
@@ -199,7 +197,7 @@ function spawnChild(modulePath, args, options) {
   const serializationMode = options.serialization || 'json';
   const extra = {};
   if (process.env.NODE_V8_COVERAGE !== undefined) extra.NODE_V8_COVERAGE = process.env.NODE_V8_COVERAGE;
-  Object.assign(extra, options.extraEnv);
+  Object.assign(extra, internal.extraEnv);
   extra.NODE_CHANNEL_FD = String(stdio.indexOf(STDIO_IPC));
   extra.NODE_CHANNEL_SERIALIZATION_MODE = serializationMode;
   const cwd = options.cwd == null ? undefined : validatePathLike(options.cwd, 'options.cwd');
@@ -218,7 +216,7 @@ function spawnChild(modulePath, args, options) {
     detached: Boolean(options.detached),
     serialization: serializationMode,
     maxMessageSize: options.maxMessageSize ?? DEFAULT_MAX_MESSAGE,
-    worker: options.worker,
+    worker: Boolean(internal.worker),
   });
   if (result.errno !== undefined && result.errno !== null) {
     const err = errnoException(result.errno, `spawn ${execPath}`);

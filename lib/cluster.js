@@ -8,9 +8,7 @@ const { spawnChild } = require('./child');
 const { binding } = require('./native');
 const { errors } = require('./errors');
 
-const SCHED_NONE = 1;
-const SCHED_RR = 2;
-const SCHED_REUSEPORT = 3;
+const { SCHED_NONE, SCHED_RR, SCHED_REUSEPORT } = binding;
 const POLICIES = { none: SCHED_NONE, rr: SCHED_RR, reuseport: SCHED_REUSEPORT };
 
 class Worker extends EventEmitter {
@@ -120,15 +118,13 @@ function fork(env) {
   const workerProcess = spawnChild(settings.exec, settings.args, {
     cwd: settings.cwd,
     env: { ...process.env, ...env },
-    extraEnv: { NODE_UNIQUE_ID: String(id) },
     serialization: settings.serialization,
     silent: settings.silent,
     execArgv: workerExecArgv(settings),
     stdio: settings.stdio,
     gid: settings.gid,
     uid: settings.uid,
-    worker: id,
-  });
+  }, { worker: true, extraEnv: { NODE_UNIQUE_ID: String(id) } });
   const worker = new Worker({ id, process: workerProcess });
   worker.on('message', function onMessage(message, handle) {
     cluster.emit('message', this, message, handle);

@@ -9,6 +9,7 @@ const fs = require('fs');
 const native = require('./native');
 
 const { binding } = native;
+const { EventKind } = binding;
 const serialization = require('./serialization');
 const handles = require('./handles');
 const { Outbox, validateMessage } = require('./outbox');
@@ -37,8 +38,9 @@ class Control extends EventEmitter {
   }
 }
 
-// Anything in the inbox that is not a plain message. Decoded messages go in as they are (JSON and
-// V8 deserialization never produce a Notice), which saves a wrapper object per message.
+// Anything in the inbox that is not a plain message, by the core's EventKind. Decoded messages go
+// in as they are (JSON and V8 deserialization never produce a Notice), which saves a wrapper
+// object per message.
 class Notice {
   constructor(kind, value) {
     this.kind = kind;
@@ -163,36 +165,30 @@ class Endpoint extends EventEmitter {
 
   _onNative(event) {
     switch (event.kind) {
-      case 'messages':
-        this._codec.decode(event.text ?? event.data, this._inbox, (error, raw) => new Notice('error', { error, raw }));
+      case EventKind.Messages:
+        this._codec.decode(event.text ?? event.data, event.ends, this._inbox, (error, raw) => new Notice(EventKind.Error, { error, raw }));
         break;
-      case 'handle':
-        this._inbox.push(new Notice('handle', { handleFrame: event.text ?? event.data, fd: event.fd }));
+      case EventKind.Handle:
+        this._inbox.push(new Notice(EventKind.Handle, { handleFrame: event.text ?? event.data, fd: event.fd }));
         break;
-      case 'written':
+      case EventKind.Written:
         this._out.written(event.count);
         return;
-      case 'acked':
-      case 'lost': {
+      case EventKind.Acked:
+      case EventKind.Lost: {
         const sent = this._handlesInFlight.shift();
         if (sent && sent.type === 'net.Socket' && !sent.keepOpen) sent.handle.destroy();
-        if (event.kind === 'lost') {
+        if (event.kind === EventKind.Lost) {
           process.emitWarning('Handle did not reach the receiving process correctly', 'SentHandleNotReceivedWarning');
         }
         if (!this.connected && this._handlesInFlight.length === 0) this._close();
         return;
       }
-      case 'error':
-        this._inbox.push(new Notice('error', { error: errors.ERR_IPC_MESSAGE(event.text) }));
-        break;
-      case 'disconnect':
-        this._inbox.push(new Notice('disconnect'));
-        break;
-      case 'exit':
-        this._inbox.push(new Notice('exit', event));
+      case EventKind.Error:
+        this._inbox.push(new Notice(EventKind.Error, { error: errors.ERR_IPC_MESSAGE(event.text) }));
         break;
       default:
-        this._inbox.push(new Notice('native', event));
+        this._inbox.push(new Notice(event.kind, event));
     }
     this._pump();
   }
@@ -224,13 +220,13 @@ class Endpoint extends EventEmitter {
   _deliver(item) {
     if (!(item instanceof Notice)) return this._emitMessage(item, undefined);
     switch (item.kind) {
-      case 'handle':
+      case EventKind.Handle:
         return this._receiveHandle(item.value);
-      case 'error':
+      case EventKind.Error:
         return this._protocolError(item.value.error, item.value.raw);
-      case 'disconnect':
+      case EventKind.Disconnect:
         return this._channelGone();
-      case 'exit':
+      case EventKind.Exit:
         return this._onExit(item.value);
       default:
         return this._onInternal(item.value);
@@ -256,7 +252,7 @@ class Endpoint extends EventEmitter {
   _receiveHandle({ handleFrame, fd }) {
     let envelope;
     try {
-      envelope = this._codec.decodeOne(this._codec === serialization.json ? handleFrame.trimEnd() : handleFrame);
+      envelope = this._codec.decodeOne(handleFrame);
     } catch (error) {
       if (fd !== undefined) fs.closeSync(fd);
       return this._protocolError(error, handleFrame);

@@ -9,17 +9,14 @@ const EventEmitter = require('events');
 const fs = require('fs');
 const net = require('net');
 const { Endpoint, DEFAULT_MAX_MESSAGE } = require('./endpoint');
+const serialization = require('./serialization');
 const native = require('./native');
 const { errors } = require('./errors');
 
-const SERIALIZATIONS = ['json', 'advanced'];
-
 function channelOptions(options = {}) {
-  const serialization = options.serialization ?? 'json';
-  if (!SERIALIZATIONS.includes(serialization)) {
-    throw errors.ERR_INVALID_ARG_VALUE('options.serialization', serialization, "must be one of: 'json', 'advanced'");
-  }
-  return { serialization, maxMessageSize: options.maxMessageSize ?? DEFAULT_MAX_MESSAGE };
+  const mode = options.serialization ?? 'json';
+  serialization.validate(mode);
+  return { serialization: mode, maxMessageSize: options.maxMessageSize ?? DEFAULT_MAX_MESSAGE };
 }
 
 class Channel extends Endpoint {

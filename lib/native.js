@@ -1,9 +1,13 @@
 'use strict';
 // The native core and the one place its events enter JavaScript.
 //
-// The reactor thread queues events and wakes us at most once per batch; we drain them all and
-// hand each to the object that owns its id. Node's event loop is kept alive by a plain timer that
+// Each JavaScript environment (the main thread, every worker_thread) loads this file once and
+// gets its own runtime in the core (`init`). The reactor thread queues this environment's events
+// and wakes us at most once per batch; we drain them all and hand each to the object that owns
+// its id. Node's event loop is kept alive by a plain timer that
 // is ref'd exactly while something (a child process, an open channel) wants the loop alive.
+
+const fs = require('fs');
 
 function load() {
   try {
@@ -46,6 +50,8 @@ function dispatch() {
   for (const event of binding.drain()) {
     const owner = owners.get(event.id);
     if (owner) owner._onNative(event);
+    // Nobody will wrap it: a received fd must not stay open in this process.
+    else if (event.fd != null) fs.closeSync(event.fd);
   }
 }
 

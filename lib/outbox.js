@@ -92,12 +92,13 @@ class Outbox {
   }
 
   _submit(result, callbacks) {
-    this._submitted++;
     if (result < 0) {
+      // Refused: the core counted no chunk, so neither do we.
       const err = result === -32 ? errors.ERR_IPC_CHANNEL_CLOSED() : errnoException(-result, 'write');
       for (const callback of callbacks) process.nextTick(callback, err);
       return;
     }
+    this._submitted++;
     this._queued = result;
     if (result > 0) this.onPending?.();
     if (callbacks.length) this._unwritten.push({ chunk: this._submitted, callbacks });

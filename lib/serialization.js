@@ -3,6 +3,10 @@
 // 'json': JSON.stringify + '\n'. 'advanced': 4-byte big-endian length, then V8 serialization in
 // which every ArrayBufferView is a host object (tag 0) and other host objects are copied (tag 1).
 const v8 = require('v8');
+const { binding } = require('./native');
+const { errors } = require('./errors');
+
+const MODES = Object.values(binding.Serialization);
 
 const ARRAY_BUFFER_VIEW = 0;
 const NOT_ARRAY_BUFFER_VIEW = 1;
@@ -36,13 +40,14 @@ const json = {
   size(frame) {
     return frame.length;
   },
-  // `text` holds whole lines, each ending in '\n'. Appends each parsed message to `out`, or what
-  // `failed(error, raw)` makes of a line that does not parse.
-  decode(text, out, failed) {
+  // `text` holds whole lines back to back, line i ending at `ends[i]` (the core split them).
+  // Appends each parsed message to `out`, or what `failed(error, raw)` makes of a line that does
+  // not parse.
+  decode(text, ends, out, failed) {
     let start = 0;
-    for (let end = text.indexOf('\n'); end !== -1; end = text.indexOf('\n', start)) {
+    for (const end of ends) {
       const line = text.slice(start, end);
-      start = end + 1;
+      start = end;
       try {
         out.push(JSON.parse(line));
       } catch (error) {
@@ -72,11 +77,12 @@ const advanced = {
   size(frame) {
     return frame.length;
   },
-  decode(data, out, failed) {
-    for (let at = 0; at + 4 <= data.length; ) {
-      const size = data.readUInt32BE(at);
-      const payload = data.subarray(at + 4, at + 4 + size);
-      at += 4 + size;
+  // `data` holds V8 payloads back to back, payload i ending at `ends[i]`.
+  decode(data, ends, out, failed) {
+    let start = 0;
+    for (const end of ends) {
+      const payload = data.subarray(start, end);
+      start = end;
       try {
         out.push(advanced.decodeOne(payload));
       } catch (error) {
@@ -91,4 +97,11 @@ const advanced = {
   },
 };
 
-module.exports = { json, advanced };
+// Node's check on `options.serialization`.
+function validate(mode, name = 'options.serialization') {
+  if (mode !== undefined && !MODES.includes(mode)) {
+    throw errors.ERR_INVALID_ARG_VALUE(name, mode, `must be one of: ${MODES.map((m) => `'${m}'`).join(', ')}`);
+  }
+}
+
+module.exports = { json, advanced, validate };

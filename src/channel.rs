@@ -1,5 +1,5 @@
-//! The parent's end of a Node IPC channel: reads and frames on the reactor thread, writes from
-//! whichever thread has data, and runs the handle (fd) discipline without JavaScript.
+//! A Node IPC channel at our end: reads and frames on the reactor thread, writes from whichever
+//! thread has data, and runs the handle (fd) discipline without JavaScript.
 //!
 //! Writes go out at once when nothing is queued; the rest waits for EPOLLOUT. A frame that carries
 //! an fd may have to be resent after the peer's `NODE_HANDLE_NACK`, so by default it blocks
@@ -12,29 +12,48 @@
 //! 64 KiB at a time and a read never runs past an fd-carrying write, so while everything the peer
 //! may not yet have read (since the last reply) fits in `PIPELINE_WINDOW` and each frame is one
 //! atomic write, no read can end inside a frame: such "safe" handles are sent back to back, up to
-//! `PIPELINE_DEPTH`, with plain messages between them. Anything else waits as in Node.
+//! `PIPELINE_DEPTH`, with plain messages between them. Anything else waits as in Node, and a NACK
+//! for a safe handle (a peer that reads differently) turns pipelining off for the channel.
+//!
+//! Flow control, as a libuv stream has it: what is read but not yet taken by JavaScript is charged
+//! to the channel's `READ_BUDGET`; past it the channel stops reading (drops EPOLLIN), so the
+//! peer's writes fill the kernel buffer and its `send()` returns false, as with Node's parent. It
+//! reads again once JavaScript has taken half of it.
+//!
+//! Internal messages other than handles (`NODE_CLUSTER` on a worker's channel) go to the channel's
+//! `Control`, injected by whoever opens it, so this module knows nothing of the cluster protocol.
+//!
+//! Locks, outermost first: `reader`, then the control's own state, then `writer`; `flow` and the
+//! registration's interest lock are taken last and never held while taking another.
 
-use crate::lock::lock;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::{IoSlice, IoSliceMut};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::{Arc, Mutex};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
 use nix::errno::Errno;
-use nix::sys::epoll::EpollFlags;
 use nix::sys::socket::{recvmsg, sendmsg, shutdown, ControlMessage, ControlMessageOwned, MsgFlags, Shutdown};
-use once_cell::sync::Lazy;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::events::{self, Event, Payload};
+use crate::events::{Batch, Budget, Credit, Event, Sink};
 use crate::framing::{self, Decoder, Internal, Mode};
-use crate::reactor::{self, Kind};
-use crate::cluster;
+use crate::lock::lock;
+use crate::reactor::{Interest, Reactor, Readiness, Registration, Source};
 
 /// Node reads 64 KiB at a time; bigger reads mean fewer syscalls for bulk traffic.
 const READ_SIZE: usize = 256 << 10;
 /// Reads per readiness event, so one busy channel cannot starve the others.
 const READS_PER_WAKE: usize = 32;
+/// Reads after the peer died: whatever it left in the socket, which its death bounds.
+const READS_AT_EXIT: usize = 256;
+/// Bytes read but not yet taken by JavaScript before the channel stops reading: enough for a
+/// few wake-ups' worth of reads at full speed, small next to what a blocked parent must not grow
+/// (Node's own parent grows ~10 MB under a flooding child).
+pub const READ_BUDGET: usize = 4 << 20;
+/// What a received handle costs against the budget beyond its frame, so a peer cannot park more
+/// than a few dozen fds on a parent whose JavaScript is busy.
+const HANDLE_COST: usize = 64 << 10;
 /// Node sends a handle once and retransmits it up to three times after a NACK.
 const HANDLE_TRIES: u8 = 4;
 /// Bytes the peer may have unread when a pipelined handle frame ends: half of Node's 64 KiB read.
@@ -44,18 +63,27 @@ const ATOMIC_FRAME: usize = 16 << 10;
 /// Handles awaiting replies at once.
 const PIPELINE_DEPTH: usize = 16;
 
-static CHANNELS: Lazy<Mutex<HashMap<u32, Arc<Channel>>>> = Lazy::new(Default::default);
+/// Where a channel's internal messages go (the cluster protocol, on a worker's channel).
+pub trait Control: Send + Sync {
+  /// A `NODE_CLUSTER` message arrived on `channel`.
+  fn message(&self, channel: &Channel, message: Value);
+  /// `channel` closed, at either end.
+  fn closed(&self, channel: &Channel);
+}
 
 pub struct Channel {
   pub id: u32,
-  fd: OwnedFd,
   pub mode: Mode,
-  /// The cluster worker id when this channel belongs to a cluster worker.
-  pub worker: Option<u32>,
+  io: Registration,
+  sink: Arc<Sink>,
   /// False for a child's writer beside Node's own end, which does all the reading.
   reads: bool,
+  control: Option<Arc<dyn Control>>,
+  this: Weak<Channel>,
+  ended: AtomicBool,
   reader: Mutex<Reader>,
   writer: Mutex<Writer>,
+  flow: Mutex<Flow>,
 }
 
 struct Reader {
@@ -64,8 +92,14 @@ struct Reader {
   /// one: a peer waits for our ACK before sending another, so a newer fd replaces (closes) a
   /// stray one instead of shifting every later handle by one.
   pending_fd: Option<OwnedFd>,
-  /// User messages framed since the last hand-over to JavaScript.
-  batch: Vec<u8>,
+  batch: Batch,
+}
+
+#[derive(Default)]
+struct Flow {
+  /// Bytes handed to the sink and not yet taken by JavaScript.
+  undelivered: usize,
+  paused: bool,
 }
 
 struct Chunk {
@@ -82,7 +116,14 @@ struct Chunk {
 
 impl Chunk {
   fn new(bytes: Vec<u8>, fd: Option<Arc<OwnedFd>>, counted: bool) -> Chunk {
-    Chunk { bytes, fd, counted, control: false, tries: 0, from_js: counted }
+    Chunk {
+      bytes,
+      fd,
+      counted,
+      control: false,
+      tries: 0,
+      from_js: counted,
+    }
   }
 }
 
@@ -97,7 +138,6 @@ struct InFlight {
   safe: bool,
 }
 
-#[derive(Default)]
 struct Writer {
   queue: VecDeque<Chunk>,
   /// Bytes of the front chunk already written.
@@ -110,102 +150,120 @@ struct Writer {
   replied_through: u64,
   completed: u64,
   reported: u64,
-  armed: bool,
+  /// Off once a safe handle was NACKed: the peer does not read as Node does.
+  pipelining: bool,
   closed: bool,
 }
 
-pub fn open(id: u32, fd: OwnedFd, mode: Mode, limit: usize, worker: Option<u32>) -> Result<(), Errno> {
-  install(Channel::new(id, fd, mode, limit, worker, true))
-}
-
-/// A write-only channel on a duplicate of a socket that Node reads: a child's batched sends.
-pub fn open_writer(id: u32, fd: OwnedFd, mode: Mode) -> Result<(), Errno> {
-  install(Channel::new(id, fd, mode, 0, None, false))
-}
-
-fn install(channel: Channel) -> Result<(), Errno> {
-  let (id, channel) = (channel.id, Arc::new(channel));
-  lock(&CHANNELS).insert(id, channel.clone());
-  let fd = channel.fd.as_fd();
-  let registered = if channel.reads { reactor::register(fd, Kind::Channel, id) } else { reactor::register_output(fd, Kind::Channel, id) };
-  registered.inspect_err(|_| {
-    lock(&CHANNELS).remove(&id);
-  })
-}
-
-pub fn get(id: u32) -> Option<Arc<Channel>> {
-  lock(&CHANNELS).get(&id).cloned()
-}
-
-/// Queues bytes (and maybe an fd) from JavaScript; returns the bytes still queued.
-pub fn write(id: u32, bytes: Vec<u8>, fd: Option<Arc<OwnedFd>>) -> Result<usize, Errno> {
-  let channel = get(id).ok_or(Errno::EPIPE)?;
-  channel.enqueue(Chunk::new(bytes, fd, true))
-}
-
-/// Closes the channel at our end: one last attempt to write what is queued, then EOF for the peer.
-/// Returns how many of JavaScript's chunks were written in full.
-pub fn close(id: u32) -> u64 {
-  let Some(channel) = lock(&CHANNELS).remove(&id) else { return 0 };
-  let mut writer = lock(&channel.writer);
-  let _ = writer.flush(channel.fd.as_raw_fd());
-  let completed = writer.completed;
-  writer.close();
-  drop(writer);
-  channel.detach();
-  completed
-}
-
-/// Reports `message` on channel `id` and closes it: the channel cannot be trusted any more.
-pub fn fail(id: u32, message: String) {
-  if let Some(channel) = get(id) {
-    events::push(Event::Error { id, message });
-    channel.end_by_peer();
-  }
-}
-
-/// Reads whatever channel `id` has buffered: a child's last messages, before its exit is reported.
-pub fn read_pending(id: u32) {
-  if let Some(channel) = get(id) {
-    channel.read();
-  }
-}
-
-pub fn on_ready(id: u32, flags: EpollFlags) {
-  let Some(channel) = get(id) else { return };
-  if reactor::writable(flags) {
-    channel.flush_and_report();
-  }
-  if !channel.reads {
-    if reactor::hung_up(flags) {
-      channel.end_by_peer();
+impl Default for Writer {
+  fn default() -> Writer {
+    Writer {
+      queue: VecDeque::new(),
+      offset: 0,
+      queued: 0,
+      awaiting: VecDeque::new(),
+      written: 0,
+      replied_through: 0,
+      completed: 0,
+      reported: 0,
+      pipelining: true,
+      closed: false,
     }
-  } else if reactor::readable(flags) {
-    channel.read();
   }
+}
+
+/// How a channel is opened.
+pub struct Options {
+  pub id: u32,
+  pub mode: Mode,
+  /// Largest incoming frame.
+  pub limit: usize,
+  pub sink: Arc<Sink>,
+  pub control: Option<Arc<dyn Control>>,
 }
 
 impl Channel {
-  pub fn raw_fd(&self) -> RawFd {
-    self.fd.as_raw_fd()
+  /// A full channel on a connected stream socket.
+  pub fn open(reactor: &Arc<Reactor>, fd: OwnedFd, options: Options) -> Result<Arc<Channel>, Errno> {
+    Channel::register(reactor, fd, options, true)
   }
 
-  fn new(id: u32, fd: OwnedFd, mode: Mode, limit: usize, worker: Option<u32>, reads: bool) -> Channel {
-    Channel {
+  /// A write-only channel on a duplicate of a socket that Node reads: a child's batched sends.
+  pub fn open_writer(reactor: &Arc<Reactor>, fd: OwnedFd, options: Options) -> Result<Arc<Channel>, Errno> {
+    Channel::register(reactor, fd, options, false)
+  }
+
+  fn register(reactor: &Arc<Reactor>, fd: OwnedFd, options: Options, reads: bool) -> Result<Arc<Channel>, Errno> {
+    let Options {
       id,
-      fd,
       mode,
-      worker,
+      limit,
+      sink,
+      control,
+    } = options;
+    let interest = if reads { Interest::READ } else { Interest::NONE };
+    reactor.register(Arc::new(fd), interest, |io, this| Channel {
+      id,
+      mode,
+      io,
+      sink,
       reads,
-      reader: Mutex::new(Reader { decoder: Decoder::new(mode, limit), pending_fd: None, batch: Vec::new() }),
+      control,
+      this: this.clone(),
+      ended: AtomicBool::new(false),
+      reader: Mutex::new(Reader {
+        decoder: Decoder::new(mode, limit),
+        pending_fd: None,
+        batch: Batch::default(),
+      }),
       writer: Mutex::new(Writer::default()),
-    }
+      flow: Mutex::default(),
+    })
+  }
+
+  pub fn raw_fd(&self) -> RawFd {
+    self.io.fd()
+  }
+
+  /// Queues bytes (and maybe an fd) from JavaScript; returns the bytes still queued.
+  pub fn write(&self, bytes: Vec<u8>, fd: Option<Arc<OwnedFd>>) -> Result<usize, Errno> {
+    self.enqueue(Chunk::new(bytes, fd, true))
   }
 
   /// Sends an internal message built on the Rust side (cluster replies, `newconn`).
   pub fn send_value(&self, value: &Value, fd: Option<Arc<OwnedFd>>) -> Result<usize, Errno> {
     let bytes = framing::encode_frame(self.mode, value);
     self.enqueue(Chunk::new(bytes, fd, false))
+  }
+
+  /// Closes the channel at our end: one last attempt to write what is queued, then EOF for the
+  /// peer. Returns how many of JavaScript's chunks were written in full.
+  pub fn close(&self) -> u64 {
+    let mut writer = lock(&self.writer);
+    if !self.ended.swap(true, Ordering::AcqRel) {
+      let _ = writer.flush(self.raw_fd());
+      writer.close();
+      drop(writer);
+      self.detach();
+      writer = lock(&self.writer);
+    }
+    writer.completed
+  }
+
+  /// Reports `message` and closes the channel: it cannot be trusted any more.
+  pub fn fail(&self, message: String) {
+    if !self.ended.load(Ordering::Acquire) {
+      self.sink.push(Event::Error { id: self.id, message });
+      self.end_by_peer();
+    }
+  }
+
+  /// Reads whatever the peer left in the socket, budget or not: a child's last messages, before
+  /// its exit is reported (its death bounds them).
+  pub fn read_remaining(&self) {
+    if self.reads && !self.ended.load(Ordering::Acquire) {
+      self.read(READS_AT_EXIT, false);
+    }
   }
 
   fn enqueue(&self, chunk: Chunk) -> Result<usize, Errno> {
@@ -222,48 +280,52 @@ impl Channel {
     let bytes = framing::encode_frame(self.mode, value);
     let mut writer = lock(&self.writer);
     if !writer.closed {
-      writer.push_early(Chunk { control: true, ..Chunk::new(bytes, None, false) });
+      writer.push_early(Chunk {
+        control: true,
+        ..Chunk::new(bytes, None, false)
+      });
       self.flush_locked(&mut writer);
     }
   }
 
-  fn flush_and_report(&self) {
-    self.flush_and_report_locked(&mut lock(&self.writer));
-  }
-
   /// Flushes from the reactor, where JavaScript learns of progress only through `Written`.
-  fn flush_and_report_locked(&self, writer: &mut Writer) {
+  fn flush_and_report(&self, writer: &mut Writer) {
     self.flush_locked(writer);
     if writer.completed != writer.reported {
       writer.reported = writer.completed;
-      events::push(Event::Written { id: self.id, completed: writer.completed });
+      self.sink.push(Event::Written {
+        id: self.id,
+        completed: writer.completed,
+      });
     }
   }
 
-  /// Writes what it can and keeps EPOLLOUT armed exactly while there is writable work waiting.
+  /// Writes what it can and keeps EPOLLOUT wanted exactly while there is writable work waiting.
   fn flush_locked(&self, writer: &mut Writer) {
-    if writer.flush(self.fd.as_raw_fd()).is_err() {
+    if writer.flush(self.raw_fd()).is_err() {
       // The peer is gone; reading will see EOF and report the disconnect.
       writer.close();
     }
-    let want = writer.writable_work();
-    if want != writer.armed && reactor::set_interest(self.fd.as_fd(), Kind::Channel, self.id, self.reads, want).is_ok() {
-      writer.armed = want;
-    }
+    self.io.set_write(writer.writable_work());
   }
 
-  fn read(self: &Arc<Self>) {
+  fn read(&self, reads: usize, bounded: bool) {
     let mut guard = lock(&self.reader);
     let reader = &mut *guard;
     // Room for the kernel's limit (SCM_MAX_FD): a truncated control message would leave fds
     // installed in our table that nix cannot hand back to us to close.
     let mut control = nix::cmsg_space!([RawFd; 253]);
     let mut ended = false;
-    for _ in 0..READS_PER_WAKE {
+    let mut over_budget = false;
+    for _ in 0..reads {
+      if bounded && lock(&self.flow).undelivered + reader.batch.len() >= READ_BUDGET {
+        over_budget = true;
+        break;
+      }
       let room = reader.decoder.spare(READ_SIZE);
       let mut iov = [IoSliceMut::new(room)];
       let flags = MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT;
-      let (n, fds) = match recvmsg::<()>(self.fd.as_raw_fd(), &mut iov, Some(&mut control), flags) {
+      let (n, fds) = match recvmsg::<()>(self.raw_fd(), &mut iov, Some(&mut control), flags) {
         Ok(msg) => {
           let mut fds = Vec::new();
           for cmsg in msg.cmsgs().into_iter().flatten() {
@@ -290,53 +352,79 @@ impl Channel {
       }
       reader.decoder.filled(n);
       if let Err(message) = self.frames(reader) {
-        self.hand_over(reader);
+        self.hand_over(&mut reader.batch);
         drop(guard);
-        return fail(self.id, message);
+        return self.fail(message);
       }
     }
-    self.hand_over(reader);
+    self.hand_over(&mut reader.batch);
     drop(guard);
     if ended {
       self.end_by_peer();
+    } else if over_budget {
+      self.pause_if_over_budget();
     }
   }
 
-  fn frames(self: &Arc<Self>, reader: &mut Reader) -> Result<(), String> {
-    let Reader { decoder, pending_fd, batch } = reader;
+  fn frames(&self, reader: &mut Reader) -> Result<(), String> {
+    let Reader {
+      decoder,
+      pending_fd,
+      batch,
+    } = reader;
     while let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
       match framing::classify(self.mode, frame) {
         Some(Internal::HandleAck) => self.on_handle_reply(true),
         Some(Internal::HandleNack) => self.on_handle_reply(false),
         Some(Internal::Handle) => {
           let fd = pending_fd.take();
-          let reply = if fd.is_some() { "NODE_HANDLE_ACK" } else { "NODE_HANDLE_NACK" };
-          self.send_control(&json!({ "cmd": reply }));
-          self.flush_batch(batch);
-          let payload = Payload::new(self.mode == Mode::Json, frame.to_vec());
-          events::push(Event::Handle { id: self.id, payload, fd });
+          self.send_control(&framing::handle_reply(fd.is_some()));
+          self.hand_over(batch);
+          let mut single = Batch::default();
+          single.push(frame);
+          let credit = self.charge(frame.len() + HANDLE_COST);
+          self.sink.push(Event::Handle {
+            id: self.id,
+            frame: single.take(self.mode == Mode::Json),
+            fd,
+            credit,
+          });
         }
-        Some(Internal::Cluster) if self.worker.is_some() => {
-          self.flush_batch(batch);
-          match framing::decode_value(self.mode, frame) {
-            Some(message) => cluster::on_message(self, message),
-            None => return Err("malformed NODE_CLUSTER message".into()),
+        Some(Internal::Cluster) if self.control.is_some() => {
+          self.hand_over(batch);
+          let message = framing::decode_value(self.mode, frame).ok_or("malformed NODE_CLUSTER message")?;
+          if let Some(control) = &self.control {
+            control.message(self, message);
           }
         }
-        _ => append(self.mode, batch, frame),
+        _ => batch.push(frame),
       }
     }
     Ok(())
   }
 
-  fn hand_over(&self, reader: &mut Reader) {
-    self.flush_batch(&mut reader.batch);
+  fn hand_over(&self, batch: &mut Batch) {
+    if !batch.is_empty() {
+      let credit = self.charge(batch.len());
+      self.sink.push(Event::Messages {
+        id: self.id,
+        payload: batch.take(self.mode == Mode::Json),
+        credit,
+      });
+    }
   }
 
-  fn flush_batch(&self, batch: &mut Vec<u8>) {
-    if !batch.is_empty() {
-      let payload = Payload::new(self.mode == Mode::Json, std::mem::take(batch));
-      events::push(Event::Messages { id: self.id, payload });
+  /// Charged before the event is queued, so JavaScript can never refund what was not yet charged.
+  fn charge(&self, bytes: usize) -> Credit {
+    lock(&self.flow).undelivered += bytes;
+    Credit::new(bytes, self.this.clone() as Weak<dyn Budget>)
+  }
+
+  fn pause_if_over_budget(&self) {
+    let mut flow = lock(&self.flow);
+    if flow.undelivered >= READ_BUDGET && !flow.paused {
+      flow.paused = true;
+      self.io.set_read(false);
     }
   }
 
@@ -345,71 +433,107 @@ impl Channel {
     match writer.on_reply(acked) {
       // A reply with nothing in flight is the peer's confusion, not ours to crash on.
       Reply::Unsolicited => return,
-      Reply::Acked { from_js: true } => events::push(Event::HandleAcked { id: self.id }),
-      Reply::Lost { from_js: true } => events::push(Event::HandleLost { id: self.id }),
+      Reply::Acked { from_js: true } => self.sink.push(Event::HandleAcked { id: self.id }),
+      Reply::Lost { from_js: true } => self.sink.push(Event::HandleLost { id: self.id }),
       Reply::Acked { .. } | Reply::Lost { .. } | Reply::Resent => {}
     }
-    self.flush_and_report_locked(&mut writer);
+    self.flush_and_report(&mut writer);
   }
 
   fn end_by_peer(&self) {
-    if lock(&CHANNELS).remove(&self.id).is_none() {
+    if self.ended.swap(true, Ordering::AcqRel) {
       return;
     }
     lock(&self.writer).close();
     self.detach();
-    events::push(Event::Disconnect { id: self.id });
+    self.sink.push(Event::Disconnect { id: self.id });
   }
 
   fn detach(&self) {
-    reactor::deregister(self.fd.as_fd());
+    self.io.deregister();
     // A writer's socket is Node's too: closing our duplicate is all it takes, and Node's close
     // of its own fd then ends the channel.
     if self.reads {
-      let _ = shutdown(self.fd.as_raw_fd(), Shutdown::Both);
+      let _ = shutdown(self.raw_fd(), Shutdown::Both);
     }
-    if self.worker.is_some() {
-      cluster::on_disconnect(self.id);
-    }
-  }
-}
-
-fn append(mode: Mode, batch: &mut Vec<u8>, frame: &[u8]) {
-  match mode {
-    Mode::Json => {
-      batch.extend_from_slice(frame);
-      batch.push(b'\n');
-    }
-    Mode::Advanced => {
-      batch.extend_from_slice(&(frame.len() as u32).to_be_bytes());
-      batch.extend_from_slice(frame);
+    if let Some(control) = &self.control {
+      control.closed(self);
     }
   }
 }
 
+impl Source for Channel {
+  fn ready(&self, readiness: Readiness) {
+    if readiness.writable() {
+      self.flush_and_report(&mut lock(&self.writer));
+    }
+    if !self.reads {
+      if readiness.hung_up() {
+        self.end_by_peer();
+      }
+    } else if readiness.readable() {
+      self.read(READS_PER_WAKE, true);
+    }
+  }
+
+  fn failed(&self, reason: String) {
+    self.fail(reason);
+  }
+}
+
+impl Budget for Channel {
+  fn refund(&self, bytes: usize) {
+    let mut flow = lock(&self.flow);
+    flow.undelivered = flow.undelivered.saturating_sub(bytes);
+    if flow.paused && flow.undelivered <= READ_BUDGET / 2 {
+      flow.paused = false;
+      self.io.set_read(true);
+    }
+  }
+}
 
 /// What a peer's ACK or NACK did to the handle in flight.
 #[derive(Debug, PartialEq, Eq)]
 enum Reply {
   Unsolicited,
-  Acked { from_js: bool },
+  Acked {
+    from_js: bool,
+  },
   /// NACKed: queued again, fd and all, ahead of everything not yet started.
   Resent,
   /// NACKed on the last try.
-  Lost { from_js: bool },
+  Lost {
+    from_js: bool,
+  },
 }
 
 impl Writer {
   fn on_reply(&mut self, acked: bool) -> Reply {
-    let Some(inflight) = self.awaiting.pop_front() else { return Reply::Unsolicited };
-    let InFlight { frame, fd, tries, from_js, end, .. } = inflight;
+    let Some(inflight) = self.awaiting.pop_front() else {
+      return Reply::Unsolicited;
+    };
+    let InFlight {
+      frame,
+      fd,
+      tries,
+      from_js,
+      end,
+      safe,
+    } = inflight;
     self.replied_through = end;
+    if !acked && safe {
+      self.pipelining = false;
+    }
     if acked {
       Reply::Acked { from_js }
     } else if tries >= HANDLE_TRIES {
       Reply::Lost { from_js }
     } else {
-      self.push_early(Chunk { tries, from_js, ..Chunk::new(frame, Some(fd), false) });
+      self.push_early(Chunk {
+        tries,
+        from_js,
+        ..Chunk::new(frame, Some(fd), false)
+      });
       Reply::Resent
     }
   }
@@ -423,7 +547,9 @@ impl Writer {
   /// never into the middle of a partly written frame.
   fn push_early(&mut self, chunk: Chunk) {
     let first = usize::from(self.offset > 0);
-    let at = (first..self.queue.len()).find(|&i| !self.queue[i].control).unwrap_or(self.queue.len());
+    let at = (first..self.queue.len())
+      .find(|&i| !self.queue[i].control)
+      .unwrap_or(self.queue.len());
     self.queued += chunk.bytes.len();
     self.queue.insert(at, chunk);
   }
@@ -444,7 +570,9 @@ impl Writer {
   }
 
   fn is_safe(&self, chunk: &Chunk) -> bool {
-    chunk.bytes.len() <= ATOMIC_FRAME && self.written + chunk.bytes.len() as u64 - self.replied_through <= PIPELINE_WINDOW
+    self.pipelining
+      && chunk.bytes.len() <= ATOMIC_FRAME
+      && self.written + chunk.bytes.len() as u64 - self.replied_through <= PIPELINE_WINDOW
   }
 
   fn flush(&mut self, fd: RawFd) -> Result<(), Errno> {
@@ -453,7 +581,11 @@ impl Writer {
         return Ok(());
       }
       let safe = front.fd.is_some() && self.offset == 0 && self.is_safe(front);
-      let attach = if self.offset == 0 { front.fd.as_ref().map(|fd| fd.as_raw_fd()) } else { None };
+      let attach = if self.offset == 0 {
+        front.fd.as_ref().map(|fd| fd.as_raw_fd())
+      } else {
+        None
+      };
       match send(fd, &front.bytes[self.offset..], attach) {
         Ok(n) => {
           self.offset += n;
@@ -465,7 +597,14 @@ impl Writer {
             self.completed += u64::from(chunk.counted);
             if let Some(fd) = chunk.fd {
               let (tries, from_js, end) = (chunk.tries + 1, chunk.from_js, self.written);
-              self.awaiting.push_back(InFlight { frame: chunk.bytes, fd, tries, from_js, end, safe });
+              self.awaiting.push_back(InFlight {
+                frame: chunk.bytes,
+                fd,
+                tries,
+                from_js,
+                end,
+                safe,
+              });
             }
           }
         }
@@ -502,7 +641,13 @@ mod tests {
   use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 
   fn pair() -> (OwnedFd, OwnedFd) {
-    socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK).unwrap()
+    socketpair(
+      AddressFamily::Unix,
+      SockType::Stream,
+      None,
+      SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+    )
+    .unwrap()
   }
 
   /// One read at the peer: the bytes and how many fds came with them.
@@ -510,7 +655,12 @@ mod tests {
     let mut buf = vec![0u8; 128 << 10];
     let mut iov = [IoSliceMut::new(&mut buf)];
     let mut control = nix::cmsg_space!([RawFd; 8]);
-    let msg = match recvmsg::<()>(peer.as_raw_fd(), &mut iov, Some(&mut control), MsgFlags::MSG_CMSG_CLOEXEC) {
+    let msg = match recvmsg::<()>(
+      peer.as_raw_fd(),
+      &mut iov,
+      Some(&mut control),
+      MsgFlags::MSG_CMSG_CLOEXEC,
+    ) {
       Ok(msg) => msg,
       Err(Errno::EAGAIN) => return (Vec::new(), 0),
       Err(e) => panic!("recvmsg: {e}"),
@@ -519,7 +669,10 @@ mod tests {
     for cmsg in msg.cmsgs().unwrap() {
       if let ControlMessageOwned::ScmRights(received) = cmsg {
         fds += received.len();
-        received.into_iter().for_each(|fd| drop(unsafe { OwnedFd::from_raw_fd(fd) }));
+        // SAFETY: the kernel just installed these fds in the test's table; closing them is ours.
+        received
+          .into_iter()
+          .for_each(|fd| drop(unsafe { OwnedFd::from_raw_fd(fd) }));
       }
     }
     let n = msg.bytes;
@@ -599,7 +752,15 @@ mod tests {
         read => reads.push(read),
       }
     }
-    assert_eq!(reads, [(b"H\n".to_vec(), 1), (b"A\nH\n".to_vec(), 1), (b"A\nH\n".to_vec(), 1), (b"A\n".to_vec(), 0)]);
+    assert_eq!(
+      reads,
+      [
+        (b"H\n".to_vec(), 1),
+        (b"A\nH\n".to_vec(), 1),
+        (b"A\nH\n".to_vec(), 1),
+        (b"A\n".to_vec(), 0)
+      ]
+    );
     for _ in 0..3 {
       assert_eq!(writer.on_reply(true), Reply::Acked { from_js: true });
     }
@@ -621,7 +782,10 @@ mod tests {
     assert!(writer.writable_work());
     writer.flush(ours.as_raw_fd()).unwrap();
     assert_eq!(writer.completed, 3);
-    assert!(!writer.awaiting[0].safe, "the peer may not have read the plain data yet");
+    assert!(
+      !writer.awaiting[0].safe,
+      "the peer may not have read the plain data yet"
+    );
     let mut got = Vec::new();
     while !got.ends_with(b"J\n") {
       got.extend(receive(&peer).0);
@@ -644,9 +808,175 @@ mod tests {
   fn our_ack_overtakes_a_held_queue() {
     let (mut writer, ours, peer) = handle_then_plain();
     receive(&peer);
-    writer.push_early(Chunk { control: true, ..Chunk::new(b"ACK\n".to_vec(), None, false) });
+    writer.push_early(Chunk {
+      control: true,
+      ..Chunk::new(b"ACK\n".to_vec(), None, false)
+    });
     writer.flush(ours.as_raw_fd()).unwrap();
-    assert_eq!(receive(&peer), (b"ACK\n".to_vec(), 0), "sent although 'A' is still held");
+    assert_eq!(
+      receive(&peer),
+      (b"ACK\n".to_vec(), 0),
+      "sent although 'A' is still held"
+    );
     assert!(!writer.writable_work());
+  }
+
+  #[test]
+  fn a_nack_for_a_pipelined_handle_turns_pipelining_off_and_resends_it_first() {
+    let (ours, peer) = pair();
+    let mut writer = Writer::default();
+    writer.push(handle(b"H\n"));
+    writer.push(handle(b"J\n"));
+    writer.flush(ours.as_raw_fd()).unwrap();
+    assert_eq!(writer.awaiting.len(), 2, "both went out pipelined");
+    writer.push(handle(b"K\n"));
+    assert_eq!(writer.on_reply(false), Reply::Resent);
+    assert!(!writer.pipelining);
+    writer.flush(ours.as_raw_fd()).unwrap();
+    assert_eq!(writer.awaiting.len(), 1, "H's resend waits for J's reply, K for H's");
+    assert_eq!(writer.queue.front().map(|c| c.bytes.clone()), Some(b"H\n".to_vec()));
+    assert_eq!(writer.on_reply(true), Reply::Acked { from_js: true });
+    writer.flush(ours.as_raw_fd()).unwrap();
+    assert_eq!(
+      writer.awaiting.iter().map(|h| h.frame.clone()).collect::<Vec<_>>(),
+      [b"H\n".to_vec()]
+    );
+    assert_eq!(writer.queue.len(), 1, "K waits: one handle at a time from now on");
+    drop(peer);
+  }
+
+  /// A cluster-like control that records what reaches it.
+  #[derive(Default)]
+  struct Recorder {
+    messages: Mutex<Vec<Value>>,
+    closed: AtomicBool,
+  }
+
+  impl Control for Recorder {
+    fn message(&self, channel: &Channel, message: Value) {
+      channel
+        .send_value(&serde_json::json!({ "cmd": "NODE_CLUSTER", "act": "reply" }), None)
+        .unwrap();
+      lock(&self.messages).push(message);
+    }
+    fn closed(&self, _: &Channel) {
+      self.closed.store(true, Ordering::Release);
+    }
+  }
+
+  fn open(control: Option<Arc<dyn Control>>) -> (Arc<Reactor>, Arc<Sink>, Arc<Channel>, OwnedFd) {
+    let reactor = Arc::new(Reactor::new().unwrap());
+    let sink = Arc::new(Sink::new(None));
+    let (ours, peer) = pair();
+    let options = Options {
+      id: 7,
+      mode: Mode::Json,
+      limit: 1 << 20,
+      sink: sink.clone(),
+      control,
+    };
+    let channel = Channel::open(&reactor, ours, options).unwrap();
+    (reactor, sink, channel, peer)
+  }
+
+  fn turn(reactor: &Reactor) -> usize {
+    reactor
+      .turn(&mut [nix::sys::epoll::EpollEvent::empty(); 8], Some(50))
+      .unwrap()
+  }
+
+  fn write_all(peer: &OwnedFd, mut bytes: &[u8]) -> usize {
+    let mut total = 0;
+    while !bytes.is_empty() {
+      match nix::unistd::write(peer, bytes) {
+        Ok(n) => {
+          total += n;
+          bytes = &bytes[n..];
+        }
+        Err(Errno::EAGAIN) => break,
+        Err(e) => panic!("write: {e}"),
+      }
+    }
+    total
+  }
+
+  #[test]
+  fn reading_stops_at_the_budget_and_resumes_once_javascript_takes_the_messages() {
+    let (reactor, sink, channel, peer) = open(None);
+    let line = format!("\"{}\"\n", "x".repeat(1022));
+    let mut sent = 0;
+    let mut rounds = 0;
+    // The peer writes until the kernel pushes back, the channel reading all the while.
+    loop {
+      let wrote = write_all(&peer, line.repeat(64).as_bytes());
+      sent += wrote;
+      if turn(&reactor) == 0 && wrote == 0 {
+        break;
+      }
+      rounds += 1;
+      assert!(rounds < 10_000, "the peer was never pushed back");
+    }
+    let undelivered = lock(&channel.flow).undelivered;
+    assert!(lock(&channel.flow).paused, "paused at {undelivered} bytes");
+    assert!(
+      (READ_BUDGET..READ_BUDGET + READ_SIZE + line.len()).contains(&undelivered),
+      "{undelivered} bytes held"
+    );
+    let taken = sink.take();
+    let delivered: usize = taken
+      .iter()
+      .map(|e| match e {
+        Event::Messages {
+          payload: crate::events::Payload::Text(_, ends),
+          ..
+        } => ends.len(),
+        _ => 0,
+      })
+      .sum();
+    drop(taken);
+    assert!(!lock(&channel.flow).paused, "taking the events refunds the budget");
+    assert_eq!(lock(&channel.flow).undelivered, 0);
+    let mut rest = 0;
+    while turn(&reactor) > 0 {
+      rest += sink.take().len();
+    }
+    assert!(rest > 0, "reading resumed");
+    assert!(delivered * line.len() < sent);
+  }
+
+  #[test]
+  fn cluster_messages_go_to_the_injected_control_which_can_answer_at_once() {
+    let recorder = Arc::new(Recorder::default());
+    let (reactor, sink, channel, peer) = open(Some(recorder.clone()));
+    write_all(
+      &peer,
+      b"{\"cmd\":\"NODE_CLUSTER\",\"act\":\"online\",\"seq\":0}\n\"user\"\n",
+    );
+    turn(&reactor);
+    assert_eq!(lock(&recorder.messages)[0]["act"], "online");
+    assert_eq!(receive(&peer).0, b"{\"act\":\"reply\",\"cmd\":\"NODE_CLUSTER\"}\n");
+    assert!(
+      matches!(&sink.take()[..], [Event::Messages { .. }]),
+      "the user message goes to JavaScript"
+    );
+    drop(peer);
+    turn(&reactor);
+    assert!(
+      recorder.closed.load(Ordering::Acquire),
+      "the control hears of the close"
+    );
+    assert!(matches!(&sink.take()[..], [Event::Disconnect { id: 7 }]));
+    assert_eq!(channel.write(b"x\n".to_vec(), None), Err(Errno::EPIPE));
+  }
+
+  #[test]
+  fn a_received_handle_is_acked_before_javascript_sees_it() {
+    let (reactor, sink, _channel, peer) = open(None);
+    let (passed, _other) = pair();
+    let frame = b"{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Socket\",\"msg\":1}\n";
+    send(peer.as_raw_fd(), frame, Some(passed.as_raw_fd())).unwrap();
+    turn(&reactor);
+    assert_eq!(receive(&peer).0, b"{\"cmd\":\"NODE_HANDLE_ACK\"}\n");
+    assert!(matches!(&sink.take()[..], [Event::Handle { fd: Some(_), .. }]));
   }
 }

@@ -4,7 +4,7 @@
 //! of it. Scanning resumes where the last scan stopped and consumed bytes are dropped only once
 //! they are at least half the buffer, so a 64 MB frame arriving in 64 KB reads costs linear time.
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::v8codec;
 
@@ -12,16 +12,6 @@ use crate::v8codec;
 pub enum Mode {
   Json,
   Advanced,
-}
-
-impl Mode {
-  pub fn parse(name: &str) -> Option<Mode> {
-    match name {
-      "json" => Some(Mode::Json),
-      "advanced" => Some(Mode::Advanced),
-      _ => None,
-    }
-  }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -54,7 +44,14 @@ pub struct Decoder {
 
 impl Decoder {
   pub fn new(mode: Mode, limit: usize) -> Decoder {
-    Decoder { mode, buf: Vec::new(), start: 0, end: 0, scan: 0, limit }
+    Decoder {
+      mode,
+      buf: Vec::new(),
+      start: 0,
+      end: 0,
+      scan: 0,
+      limit,
+    }
   }
 
   /// At least `want` bytes of room after the data, for the next read; `filled` records its size.
@@ -206,6 +203,17 @@ fn classify_v8(frame: &[u8]) -> Option<Internal> {
   }
 }
 
+/// Our reply to a received `NODE_HANDLE`: ACK when its fd came with it, NACK when not.
+pub fn handle_reply(acked: bool) -> Value {
+  json!({ "cmd": if acked { "NODE_HANDLE_ACK" } else { "NODE_HANDLE_NACK" } })
+}
+
+/// The envelope in which Node sends a message that carries an fd (`native` names what the fd
+/// is, e.g. `net.Native`).
+pub fn handle_envelope(native: &str, message: Value) -> Value {
+  json!({ "cmd": "NODE_HANDLE", "type": native, "msg": message })
+}
+
 /// Parses a frame into a value, for the internal messages the Rust side reads in full.
 pub fn decode_value(mode: Mode, frame: &[u8]) -> Option<Value> {
   match mode {
@@ -236,7 +244,6 @@ pub fn encode_frame(mode: Mode, value: &Value) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
   use super::*;
-  use serde_json::json;
 
   fn frames(dec: &mut Decoder) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
@@ -250,7 +257,10 @@ mod tests {
   fn json_many_messages_in_one_read_and_a_partial_tail() {
     let mut dec = Decoder::new(Mode::Json, 1 << 20);
     dec.feed(b"{\"a\":1}\n\"str\"\n42\n{\"b\":");
-    assert_eq!(frames(&mut dec), vec![b"{\"a\":1}".to_vec(), b"\"str\"".to_vec(), b"42".to_vec()]);
+    assert_eq!(
+      frames(&mut dec),
+      vec![b"{\"a\":1}".to_vec(), b"\"str\"".to_vec(), b"42".to_vec()]
+    );
     assert_eq!(dec.pending(), 5);
     dec.feed(b"2}\n");
     assert_eq!(frames(&mut dec), vec![b"{\"b\":2}".to_vec()]);
@@ -267,7 +277,11 @@ mod tests {
       got.extend(frames(&mut dec));
       dec.feed(&wire[cut..]);
       got.extend(frames(&mut dec));
-      assert_eq!(got, vec!["{\"s\":\"héllo 日本 😀\"}".as_bytes().to_vec(), b"[1,2]".to_vec()], "cut at {cut}");
+      assert_eq!(
+        got,
+        vec!["{\"s\":\"héllo 日本 😀\"}".as_bytes().to_vec(), b"[1,2]".to_vec()],
+        "cut at {cut}"
+      );
     }
   }
 
@@ -290,7 +304,9 @@ mod tests {
 
   #[test]
   fn advanced_length_header_split_across_reads() {
-    let wire = [0, 0, 0, 7, 0xff, 0x0f, 0x22, 0x03, b's', b't', b'r', 0, 0, 0, 2, 0xff, 0x0f];
+    let wire = [
+      0, 0, 0, 7, 0xff, 0x0f, 0x22, 0x03, b's', b't', b'r', 0, 0, 0, 2, 0xff, 0x0f,
+    ];
     for cut in 0..=wire.len() {
       let mut dec = Decoder::new(Mode::Advanced, 1 << 20);
       let mut got = Vec::new();
@@ -330,8 +346,14 @@ mod tests {
     let j = |s: &str| classify(Mode::Json, s.as_bytes());
     assert_eq!(j(r#"{"cmd":"NODE_HANDLE_ACK"}"#), Some(Internal::HandleAck));
     assert_eq!(j(r#"{"cmd":"NODE_HANDLE_NACK"}"#), Some(Internal::HandleNack));
-    assert_eq!(j(r#"{"cmd":"NODE_HANDLE","type":"net.Socket","msg":1}"#), Some(Internal::Handle));
-    assert_eq!(j(r#"{"cmd":"NODE_CLUSTER","act":"online","seq":0}"#), Some(Internal::Cluster));
+    assert_eq!(
+      j(r#"{"cmd":"NODE_HANDLE","type":"net.Socket","msg":1}"#),
+      Some(Internal::Handle)
+    );
+    assert_eq!(
+      j(r#"{"cmd":"NODE_CLUSTER","act":"online","seq":0}"#),
+      Some(Internal::Cluster)
+    );
     assert_eq!(j(r#"{"cmd":"NODE_HANDLE_ACKX"}"#), None);
     assert_eq!(j(r#""{\"cmd\":\"NODE_HANDLE_ACK\"}""#), None);
     assert_eq!(j(r#"{"x":1}"#), None);
@@ -470,17 +492,30 @@ mod tests {
         }
         let mut dec = Decoder::new(mode, limit);
         let (frames, err) = feed_randomly(&mut rng, &mut dec, &wire);
-        let consumed: usize = frames.iter().map(|f| f.len() + if mode == Mode::Json { 1 } else { 4 }).sum();
-        assert!(consumed <= wire.len(), "case {case} {mode:?}: yielded more than was fed");
+        let consumed: usize = frames
+          .iter()
+          .map(|f| f.len() + if mode == Mode::Json { 1 } else { 4 })
+          .sum();
+        assert!(
+          consumed <= wire.len(),
+          "case {case} {mode:?}: yielded more than was fed"
+        );
         for frame in &frames {
-          assert!(frame.len() <= limit || mode == Mode::Json, "case {case}: an advanced frame over the limit");
+          assert!(
+            frame.len() <= limit || mode == Mode::Json,
+            "case {case}: an advanced frame over the limit"
+          );
           // Whatever arrives, classifying and decoding it must not panic.
           let _ = classify(mode, frame);
           let _ = decode_value(mode, frame);
         }
         if err.is_none() {
           // Without an error, what is still buffered is an incomplete frame under the limit.
-          assert!(dec.pending() <= limit.max(4) + 4 || mode == Mode::Advanced, "case {case} {mode:?}: buffered {} over limit {limit}", dec.pending());
+          assert!(
+            dec.pending() <= limit.max(4) + 4 || mode == Mode::Advanced,
+            "case {case} {mode:?}: buffered {} over limit {limit}",
+            dec.pending()
+          );
         } else {
           assert_eq!(err, Some(FrameError::TooLarge { limit }));
         }

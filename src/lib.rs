@@ -1,6 +1,13 @@
-#![deny(clippy::all)]
-//! The napi boundary: the only place JavaScript values become Rust ones. Every call here is
-//! short and non-blocking; waiting happens on the reactor thread.
+#![deny(clippy::all, unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+//! The napi boundary: the only place JavaScript values become Rust ones, and where the names and
+//! numbers JavaScript shares with the core (event kinds, serializations, stdio codes, policies)
+//! are defined. Every call here is short and non-blocking; waiting happens on the reactor thread.
+//!
+//! Each JavaScript environment calls `init` once and gets its own `Runtime`, kept as the
+//! environment's napi instance data and dropped when the environment exits.
+//!
+//! Modules, each importing only those below it: `lib` → `runtime` → `cluster` → `channel`,
+//! `listener`, `process` → `reactor`, `events`, `framing` (→ `v8codec`), `sockets`, `spawn`.
 
 mod channel;
 mod cluster;
@@ -10,34 +17,88 @@ mod listener;
 mod lock;
 mod process;
 mod reactor;
+mod runtime;
+mod sockets;
 mod spawn;
 mod v8codec;
 
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use napi::bindgen_prelude::{Buffer, Either, Function};
+use napi::bindgen_prelude::{Buffer, Either, Function, Uint32Array};
+use napi::Env;
 use napi_derive::napi;
 
 use events::{Event, Payload};
 use framing::Mode;
+use runtime::{Ipc, Runtime, SpawnError};
 
-static NEXT_ID: AtomicU32 = AtomicU32::new(1);
+/// stdio entries of `spawn`: a parent fd number (>= 0) or one of these.
+#[napi]
+pub const STDIO_PIPE: i32 = -1;
+#[napi]
+pub const STDIO_IPC: i32 = -2;
+#[napi]
+pub const STDIO_IGNORE: i32 = -3;
 
-/// Registers the function the reactor calls (at most once per batch) when events are waiting.
-#[napi(catch_unwind)]
-pub fn init(notify: Function<(), ()>) -> napi::Result<()> {
-  let tsfn = notify.build_threadsafe_function::<()>().weak::<true>().build_callback(|_| Ok(()))?;
-  events::set_notify(tsfn);
-  reactor::start();
-  Ok(())
+#[napi]
+pub const SCHED_NONE: u32 = cluster::SCHED_NONE;
+#[napi]
+pub const SCHED_RR: u32 = cluster::SCHED_RR;
+#[napi]
+pub const SCHED_REUSEPORT: u32 = cluster::SCHED_REUSEPORT;
+
+#[napi(string_enum = "lowercase")]
+pub enum Serialization {
+  Json,
+  Advanced,
 }
 
-/// stdio entries: a parent fd number (>= 0) or one of these (lib/child.js uses the same codes).
-const STDIO_PIPE: i32 = -1;
-const STDIO_IPC: i32 = -2;
-const STDIO_IGNORE: i32 = -3;
+impl From<Serialization> for Mode {
+  fn from(serialization: Serialization) -> Mode {
+    match serialization {
+      Serialization::Json => Mode::Json,
+      Serialization::Advanced => Mode::Advanced,
+    }
+  }
+}
+
+#[napi]
+pub enum EventKind {
+  Messages,
+  Handle,
+  Written,
+  Acked,
+  Lost,
+  Disconnect,
+  Error,
+  Exit,
+  Cluster,
+}
+
+/// Creates this environment's runtime; `notify` is called (at most once per batch) when events
+/// are waiting.
+#[napi(catch_unwind)]
+pub fn init(env: Env, notify: Function<(), ()>) -> napi::Result<()> {
+  if env.get_instance_data::<Runtime>()?.is_some() {
+    return Ok(());
+  }
+  let tsfn = notify
+    .build_threadsafe_function::<()>()
+    .weak::<true>()
+    .build_callback(|_| Ok(()))?;
+  let reactor = reactor::global().map_err(napi::Error::from_reason)?;
+  env.set_instance_data(Runtime::new(reactor.clone(), Some(tsfn)), (), |context| {
+    drop(context.value)
+  })
+}
+
+fn runtime(env: &Env) -> napi::Result<&'static Runtime> {
+  let runtime = env.get_instance_data::<Runtime>()?;
+  runtime
+    .map(|r| &*r)
+    .ok_or_else(|| napi::Error::from_reason("rust-cluster: init() was not called in this environment"))
+}
 
 #[napi(object)]
 pub struct SpawnOptions {
@@ -49,15 +110,15 @@ pub struct SpawnOptions {
   pub uid: Option<u32>,
   pub gid: Option<u32>,
   pub detached: bool,
-  pub serialization: String,
+  pub serialization: Serialization,
   pub max_message_size: f64,
-  /// Cluster worker id: the Rust side then answers the worker's NODE_CLUSTER requests.
-  pub worker: Option<u32>,
+  /// A cluster worker: the core then answers its NODE_CLUSTER requests.
+  pub worker: bool,
 }
 
 #[napi(object)]
 pub struct SpawnResult {
-  /// Set when the spawn failed; nothing else is then.
+  /// Set when the child did not start; nothing else is then.
   pub errno: Option<i32>,
   pub id: u32,
   pub pid: i32,
@@ -66,8 +127,8 @@ pub struct SpawnResult {
 }
 
 #[napi(catch_unwind)]
-pub fn spawn(options: SpawnOptions) -> napi::Result<SpawnResult> {
-  let mode = parse_mode(&options.serialization)?;
+pub fn spawn(env: Env, options: SpawnOptions) -> napi::Result<SpawnResult> {
+  let runtime = runtime(&env)?;
   let stdio = options
     .stdio
     .iter()
@@ -78,7 +139,12 @@ pub fn spawn(options: SpawnOptions) -> napi::Result<SpawnResult> {
       fd => spawn::Stdio::Fd(fd),
     })
     .collect();
-  let ipc_index = options.stdio.iter().position(|&e| e == STDIO_IPC);
+  let ipc = options.stdio.iter().position(|&e| e == STDIO_IPC).map(|index| Ipc {
+    index,
+    mode: options.serialization.into(),
+    limit: options.max_message_size as usize,
+    worker: options.worker,
+  });
   let plan = spawn::Options {
     file: options.file,
     args: options.args,
@@ -89,165 +155,189 @@ pub fn spawn(options: SpawnOptions) -> napi::Result<SpawnResult> {
     gid: options.gid,
     detached: options.detached,
     // A worker outlives no primary: SIGKILL reaches it even if the primary is SIGKILLed.
-    death_signal: options.worker.map(|_| libc::SIGKILL),
+    death_signal: options.worker.then_some(libc::SIGKILL),
   };
-  let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-  let spawned = match spawn::spawn(&plan) {
-    Ok(spawned) => spawned,
-    Err(errno) => return Ok(SpawnResult { errno: Some(errno as i32), id, pid: 0, fds: Vec::new() }),
-  };
-  let mut fds = Vec::with_capacity(spawned.parent_ends.len());
-  for (index, end) in spawned.parent_ends.into_iter().enumerate() {
-    match end {
-      Some(end) if Some(index) == ipc_index => {
-        let limit = options.max_message_size as usize;
-        channel::open(id, end, mode, limit, options.worker).map_err(|e| errno_error(e, "ipc channel"))?;
-        fds.push(-1);
-      }
-      Some(end) => fds.push(end.into_raw_fd()),
-      None => fds.push(-1),
+  match runtime.spawn(plan, ipc) {
+    Ok(spawned) => {
+      let fds = spawned
+        .pipes
+        .into_iter()
+        .map(|end| end.map_or(-1, IntoRawFd::into_raw_fd))
+        .collect();
+      Ok(SpawnResult {
+        errno: None,
+        id: spawned.id,
+        pid: spawned.pid,
+        fds,
+      })
     }
+    Err(SpawnError::NotStarted(errno)) => Ok(SpawnResult {
+      errno: Some(errno as i32),
+      id: 0,
+      pid: 0,
+      fds: Vec::new(),
+    }),
+    Err(SpawnError::Setup(what, errno)) => Err(errno_error(errno, what)),
   }
-  process::watch(id, spawned.pid).map_err(|e| errno_error(e, "pidfd_open"))?;
-  Ok(SpawnResult { errno: None, id, pid: spawned.pid, fds })
 }
 
 /// Adopts a connected stream socket (a duplicate of `fd`; the caller closes its own) as a message
 /// channel between unrelated processes; returns the channel id.
 #[napi(catch_unwind)]
-pub fn open_channel(fd: i32, serialization: String, max_message_size: f64) -> napi::Result<u32> {
-  let mode = parse_mode(&serialization)?;
+pub fn open_channel(env: Env, fd: i32, serialization: Serialization, max_message_size: f64) -> napi::Result<u32> {
   let socket = duplicate(fd).map_err(|e| errno_error(e, "dup"))?;
-  let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-  channel::open(id, socket, mode, max_message_size as usize, None).map_err(|e| errno_error(e, "ipc channel"))?;
-  Ok(id)
+  runtime(&env)?
+    .open_channel(socket, serialization.into(), max_message_size as usize)
+    .map_err(|e| errno_error(e, "ipc channel"))
 }
 
 /// Opens a write-only channel on a duplicate of `fd`, an IPC channel that Node itself reads (a
 /// child's own end): a child's process.send() batched like the parent's. Returns the channel id.
 #[napi(catch_unwind)]
-pub fn open_writer(fd: i32, serialization: String) -> napi::Result<u32> {
-  let mode = parse_mode(&serialization)?;
+pub fn open_writer(env: Env, fd: i32, serialization: Serialization) -> napi::Result<u32> {
   let socket = duplicate(fd).map_err(|e| errno_error(e, "dup"))?;
-  let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-  channel::open_writer(id, socket, mode).map_err(|e| errno_error(e, "ipc writer"))?;
-  Ok(id)
-}
-
-fn parse_mode(name: &str) -> napi::Result<Mode> {
-  Mode::parse(name).ok_or_else(|| napi::Error::from_reason(format!("unknown serialization '{name}'")))
+  runtime(&env)?
+    .open_writer(socket, serialization.into())
+    .map_err(|e| errno_error(e, "ipc writer"))
 }
 
 /// Queues bytes on channel `id`; returns the bytes still queued, or a negative errno.
 #[napi(catch_unwind)]
-pub fn write(id: u32, data: Either<String, Buffer>) -> i64 {
-  queued_or_errno(channel::write(id, bytes_of(data), None))
+pub fn write(env: Env, id: u32, data: Either<String, Buffer>) -> napi::Result<i64> {
+  let channel = runtime(&env)?.channel(id);
+  Ok(queued_or_errno(channel.map_or(Err(nix::errno::Errno::EPIPE), |c| {
+    c.write(bytes_of(data), None)
+  })))
 }
 
 /// Queues a `NODE_HANDLE` frame carrying a duplicate of `fd`; the caller keeps its own fd.
 #[napi(catch_unwind)]
-pub fn write_handle(id: u32, frame: Either<String, Buffer>, fd: i32) -> i64 {
-  let handle = match duplicate(fd) {
-    Ok(handle) => handle,
-    Err(errno) => return -(errno as i64),
-  };
-  queued_or_errno(channel::write(id, bytes_of(frame), Some(Arc::new(handle))))
+pub fn write_handle(env: Env, id: u32, frame: Either<String, Buffer>, fd: i32) -> napi::Result<i64> {
+  let channel = runtime(&env)?.channel(id);
+  let result = duplicate(fd).and_then(|handle| {
+    channel.map_or(Err(nix::errno::Errno::EPIPE), |c| {
+      c.write(bytes_of(frame), Some(Arc::new(handle)))
+    })
+  });
+  Ok(queued_or_errno(result))
 }
 
-/// Policy for listening sockets created from now on: 1 shared, 2 round-robin, 3 reuseport.
+/// Policy for listening sockets created from now on (`SCHED_*`).
 #[napi(catch_unwind)]
-pub fn set_scheduling_policy(policy: u32) {
-  cluster::set_policy(policy);
+pub fn set_scheduling_policy(env: Env, policy: u32) -> napi::Result<()> {
+  runtime(&env)?.cluster.set_policy(policy);
+  Ok(())
 }
 
 /// Primary-side `worker.disconnect()`: tells the worker and releases its listening sockets.
 #[napi(catch_unwind)]
-pub fn disconnect_worker(id: u32) {
-  cluster::disconnect(id);
+pub fn disconnect_worker(env: Env, id: u32) -> napi::Result<()> {
+  runtime(&env)?.cluster.disconnect(id);
+  Ok(())
 }
 
 /// The fd number of channel `id`'s socket in this process (Node's `subprocess.channel.fd`), or -1.
 #[napi(catch_unwind)]
-pub fn channel_fd(id: u32) -> i32 {
-  channel::get(id).map_or(-1, |channel| channel.raw_fd())
+pub fn channel_fd(env: Env, id: u32) -> napi::Result<i32> {
+  Ok(runtime(&env)?.channel(id).map_or(-1, |channel| channel.raw_fd()))
 }
 
 /// Closes channel `id` at our end; returns how many chunks were written in full.
 #[napi(catch_unwind)]
-pub fn close(id: u32) -> f64 {
-  channel::close(id) as f64
+pub fn close(env: Env, id: u32) -> napi::Result<f64> {
+  Ok(runtime(&env)?.close(id) as f64)
 }
 
 /// Signals child `id`; returns 0 or an errno.
 #[napi(catch_unwind)]
-pub fn kill(id: u32, signal: i32) -> i32 {
-  match process::kill(id, signal) {
+pub fn kill(env: Env, id: u32, signal: i32) -> napi::Result<i32> {
+  Ok(match runtime(&env)?.kill(id, signal) {
     Ok(()) => 0,
     Err(errno) => errno as i32,
-  }
+  })
 }
 
 #[napi(object)]
 pub struct JsEvent {
-  pub kind: String,
+  pub kind: EventKind,
   pub id: u32,
+  /// Messages: the frames back to back, as text (JSON) or bytes (advanced), with `ends`.
   pub text: Option<String>,
   pub data: Option<Buffer>,
+  pub ends: Option<Uint32Array>,
   pub fd: Option<i32>,
   pub code: Option<i32>,
   pub signal: Option<i32>,
   pub count: Option<f64>,
 }
 
-/// Everything the reactor queued since the last call, in order.
+/// Everything the core queued for this environment since the last call, in order.
 #[napi(catch_unwind)]
-pub fn drain() -> Vec<JsEvent> {
-  events::take().into_iter().map(to_js).collect()
+pub fn drain(env: Env) -> napi::Result<Vec<JsEvent>> {
+  Ok(runtime(&env)?.take().into_iter().map(to_js).collect())
 }
 
 fn to_js(event: Event) -> JsEvent {
-  let mut out = JsEvent { kind: String::new(), id: 0, text: None, data: None, fd: None, code: None, signal: None, count: None };
-  let (kind, id) = match event {
-    Event::Messages { id, payload } => {
-      set_payload(&mut out, payload);
-      ("messages", id)
-    }
-    Event::Handle { id, payload, fd } => {
-      set_payload(&mut out, payload);
-      // JavaScript takes ownership and wraps the fd in a net/dgram handle.
-      out.fd = fd.map(IntoRawFd::into_raw_fd);
-      ("handle", id)
-    }
-    Event::Written { id, completed } => {
-      out.count = Some(completed as f64);
-      ("written", id)
-    }
-    Event::HandleAcked { id } => ("acked", id),
-    Event::HandleLost { id } => ("lost", id),
-    Event::Disconnect { id } => ("disconnect", id),
-    Event::Error { id, message } => {
-      out.text = Some(message);
-      ("error", id)
-    }
-    Event::Exit { id, code, signal } => {
-      out.code = code;
-      out.signal = signal;
-      ("exit", id)
-    }
-    Event::Cluster { id, json } => {
-      out.text = Some(json);
-      ("cluster", id)
-    }
+  let blank = |kind, id| JsEvent {
+    kind,
+    id,
+    text: None,
+    data: None,
+    ends: None,
+    fd: None,
+    code: None,
+    signal: None,
+    count: None,
   };
-  out.kind = kind.to_owned();
-  out.id = id;
-  out
+  match event {
+    // Taken by JavaScript: the bytes no longer count against the channel's read budget.
+    Event::Messages { id, payload, credit } => {
+      drop(credit);
+      with_payload(blank(EventKind::Messages, id), payload)
+    }
+    Event::Handle { id, frame, fd, credit } => {
+      drop(credit);
+      // JavaScript takes ownership and wraps the fd in a net/dgram handle.
+      JsEvent {
+        fd: fd.map(IntoRawFd::into_raw_fd),
+        ..with_payload(blank(EventKind::Handle, id), frame)
+      }
+    }
+    Event::Written { id, completed } => JsEvent {
+      count: Some(completed as f64),
+      ..blank(EventKind::Written, id)
+    },
+    Event::HandleAcked { id } => blank(EventKind::Acked, id),
+    Event::HandleLost { id } => blank(EventKind::Lost, id),
+    Event::Disconnect { id } => blank(EventKind::Disconnect, id),
+    Event::Error { id, message } => JsEvent {
+      text: Some(message),
+      ..blank(EventKind::Error, id)
+    },
+    Event::Exit { id, code, signal } => JsEvent {
+      code,
+      signal,
+      ..blank(EventKind::Exit, id)
+    },
+    Event::Cluster { id, json } => JsEvent {
+      text: Some(json),
+      ..blank(EventKind::Cluster, id)
+    },
+  }
 }
 
-fn set_payload(out: &mut JsEvent, payload: Payload) {
+fn with_payload(event: JsEvent, payload: Payload) -> JsEvent {
   match payload {
-    Payload::Text(text) => out.text = Some(text),
-    Payload::Binary(bytes) => out.data = Some(bytes.into()),
+    Payload::Text(text, ends) => JsEvent {
+      text: Some(text),
+      ends: Some(ends.into()),
+      ..event
+    },
+    Payload::Binary(bytes, ends) => JsEvent {
+      data: Some(bytes.into()),
+      ends: Some(ends.into()),
+      ..event
+    },
   }
 }
 

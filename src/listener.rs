@@ -1,134 +1,125 @@
-//! Sockets the primary creates for its workers, and the round-robin accept loop.
+//! The round-robin accept loop: a listening socket watched by the reactor, whose connections go
+//! to the `Acceptor` it was built with, never to JavaScript.
 //!
-//! Binding follows what Node's primary does for a worker's `listen()`: TCP with no host tries
-//! `::` (dual stack) before `0.0.0.0`, SO_REUSEADDR as libuv sets it, unix paths as given. A
-//! round-robin listener is watched by the reactor; its connections are accepted here and handed
-//! to the cluster module without touching JavaScript.
+//! It accepts only as many connections as the acceptor has room for. With no room it stops
+//! watching the socket, so waiting connections stay in the kernel's backlog instead of a queue of
+//! ours, until the acceptor calls `resume`.
 
-use crate::lock::lock;
-use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex, Weak};
 
 use nix::errno::Errno;
-use nix::sys::socket::{
-  self, bind, getsockname, setsockopt, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6, SockaddrStorage,
-  UnixAddr,
-};
-use once_cell::sync::Lazy;
-use serde_json::{json, Value};
+use nix::sys::socket::{self, SockFlag};
 
-use crate::cluster;
-use crate::reactor::{self, Kind};
+use crate::lock::lock;
+use crate::reactor::{Interest, Reactor, Readiness, Registration, Source};
 
 /// Connections accepted per readiness event before other fds get a turn.
 const ACCEPTS_PER_WAKE: usize = 256;
 
-static NEXT_ID: AtomicU32 = AtomicU32::new(1);
-static LISTENERS: Lazy<Mutex<HashMap<u32, Arc<OwnedFd>>>> = Lazy::new(Default::default);
-
-pub struct Tcp {
-  pub ip: Option<IpAddr>,
-  pub port: u16,
-  pub ipv6_only: bool,
-  pub reuse_port: bool,
+/// Where a listener's connections go.
+pub trait Acceptor: Send + Sync {
+  /// How many more connections listener `id` may accept now.
+  fn room(&self, id: u32) -> usize;
+  fn accepted(&self, id: u32, connections: Vec<OwnedFd>);
+  /// The reactor can no longer watch listener `id`.
+  fn failed(&self, id: u32, reason: String);
 }
 
-pub fn bind_tcp(spec: &Tcp) -> Result<OwnedFd, Errno> {
-  match spec.ip {
-    Some(ip) => bind_inet(SocketAddr::new(ip, spec.port), SockType::Stream, spec),
-    None => bind_inet(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), spec.port), SockType::Stream, spec)
-      .or_else(|_| bind_inet(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), spec.port), SockType::Stream, spec)),
+pub struct Listener {
+  pub id: u32,
+  io: Registration,
+  acceptor: Weak<dyn Acceptor>,
+  /// Not watching for connections: the acceptor had no room.
+  paused: Mutex<bool>,
+}
+
+impl Listener {
+  /// Starts accepting on listening socket `fd`.
+  pub fn watch(
+    reactor: &Arc<Reactor>,
+    id: u32,
+    fd: Arc<OwnedFd>,
+    acceptor: Weak<dyn Acceptor>,
+  ) -> Result<Arc<Listener>, Errno> {
+    keep_reserve();
+    reactor.register(fd, Interest::READ, |io, _| Listener {
+      id,
+      io,
+      acceptor,
+      paused: Mutex::new(false),
+    })
   }
-}
 
-pub fn bind_udp(ip: IpAddr, port: u16, ipv6_only: bool, reuse_addr: bool) -> Result<OwnedFd, Errno> {
-  let spec = Tcp { ip: Some(ip), port, ipv6_only, reuse_port: false };
-  let fd = socket_for(&SocketAddr::new(ip, port), SockType::Datagram)?;
-  if reuse_addr {
-    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
-  }
-  bind_addr(fd, SocketAddr::new(ip, port), &spec, false)
-}
-
-fn bind_inet(addr: SocketAddr, kind: SockType, spec: &Tcp) -> Result<OwnedFd, Errno> {
-  let fd = socket_for(&addr, kind)?;
-  setsockopt(&fd, sockopt::ReuseAddr, &true)?;
-  bind_addr(fd, addr, spec, spec.reuse_port)
-}
-
-fn socket_for(addr: &SocketAddr, kind: SockType) -> Result<OwnedFd, Errno> {
-  let family = if addr.is_ipv6() { AddressFamily::Inet6 } else { AddressFamily::Inet };
-  socket::socket(family, kind, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)
-}
-
-fn bind_addr(fd: OwnedFd, addr: SocketAddr, spec: &Tcp, reuse_port: bool) -> Result<OwnedFd, Errno> {
-  if reuse_port {
-    setsockopt(&fd, sockopt::ReusePort, &true)?;
-  }
-  match addr {
-    SocketAddr::V4(v4) => bind(fd.as_raw_fd(), &SockaddrIn::from(v4))?,
-    SocketAddr::V6(v6) => {
-      setsockopt(&fd, sockopt::Ipv6V6Only, &spec.ipv6_only)?;
-      bind(fd.as_raw_fd(), &SockaddrIn6::from(v6))?
+  /// The acceptor has room again.
+  pub fn resume(&self) {
+    let mut paused = lock(&self.paused);
+    if *paused {
+      *paused = false;
+      self.io.set_read(true);
     }
   }
-  Ok(fd)
-}
 
-pub fn bind_pipe(path: &str, readable_all: bool, writable_all: bool) -> Result<OwnedFd, Errno> {
-  let fd = socket::socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)?;
-  bind(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
-  if readable_all || writable_all {
-    let mode = 0o600 | if readable_all { 0o044 } else { 0 } | if writable_all { 0o022 } else { 0 };
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-      .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EPERM)))?;
+  fn pause(&self, acceptor: &dyn Acceptor) {
+    let mut paused = lock(&self.paused);
+    // Room may have come back since it was asked for; then there is nothing to wait for.
+    if !*paused && acceptor.room(self.id) == 0 {
+      *paused = true;
+      self.io.set_read(false);
+    }
   }
-  Ok(fd)
 }
 
-pub fn listen(fd: &OwnedFd, backlog: i32) -> Result<(), Errno> {
-  socket::listen(fd, socket::Backlog::new(backlog).unwrap_or(socket::Backlog::MAXCONN))
-}
-
-/// `{address, family, port}` as Node's `getsockname` reports it; `None` for unix sockets.
-pub fn sockname(fd: RawFd) -> Option<Value> {
-  let addr: SockaddrStorage = getsockname(fd).ok()?;
-  if let Some(v4) = addr.as_sockaddr_in() {
-    return Some(json!({ "address": v4.ip().to_string(), "family": "IPv4", "port": v4.port() }));
+impl Source for Listener {
+  fn ready(&self, _: Readiness) {
+    let Some(acceptor) = self.acceptor.upgrade() else {
+      return;
+    };
+    let room = acceptor.room(self.id).min(ACCEPTS_PER_WAKE);
+    if room == 0 {
+      return self.pause(acceptor.as_ref());
+    }
+    let mut accepted = Vec::new();
+    while accepted.len() < room {
+      match socket::accept4(self.io.fd(), SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK) {
+        // SAFETY: accept4 returned a new fd that nothing else owns.
+        Ok(conn) => accepted.push(unsafe { OwnedFd::from_raw_fd(conn) }),
+        Err(Errno::EINTR | Errno::ECONNABORTED) => continue,
+        Err(Errno::EMFILE | Errno::ENFILE) => {
+          shed_one(self.io.fd());
+          break;
+        }
+        // EAGAIN: drained; anything else is reported again by the next readiness.
+        Err(_) => break,
+      }
+    }
+    if !accepted.is_empty() {
+      acceptor.accepted(self.id, accepted);
+    }
   }
-  let v6 = addr.as_sockaddr_in6()?;
-  Some(json!({ "address": v6.ip().to_string(), "family": "IPv6", "port": v6.port() }))
-}
 
-/// Starts accepting on a listening socket; returns its listener id.
-pub fn watch(fd: Arc<OwnedFd>) -> Result<u32, Errno> {
-  keep_reserve();
-  let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-  lock(&LISTENERS).insert(id, fd.clone());
-  reactor::register(fd.as_fd(), Kind::Listener, id).inspect_err(|_| {
-    lock(&LISTENERS).remove(&id);
-  })?;
-  Ok(id)
-}
-
-pub fn unwatch(id: u32) {
-  if let Some(fd) = lock(&LISTENERS).remove(&id) {
-    reactor::deregister(fd.as_fd());
+  fn failed(&self, reason: String) {
+    self.io.deregister();
+    if let Some(acceptor) = self.acceptor.upgrade() {
+      acceptor.failed(self.id, reason);
+    }
   }
 }
 
 /// An fd kept in reserve for when the table is full (libuv's trick): without it a listener
-/// that cannot accept stays readable and the reactor would spin on it.
+/// that cannot accept stays readable and the reactor would spin on it. The fd table is the
+/// process's, so the reserve is too.
 static RESERVE: Mutex<Option<OwnedFd>> = Mutex::new(None);
 
 fn keep_reserve() {
   let mut reserve = lock(&RESERVE);
   if reserve.is_none() {
-    *reserve = nix::fcntl::open("/dev/null", nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()).ok();
+    *reserve = nix::fcntl::open(
+      "/dev/null",
+      nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+      nix::sys::stat::Mode::empty(),
+    )
+    .ok();
   }
 }
 
@@ -143,23 +134,61 @@ fn shed_one(listener: RawFd) {
   keep_reserve();
 }
 
-pub fn on_ready(id: u32) {
-  let Some(fd) = lock(&LISTENERS).get(&id).cloned() else { return };
-  let mut accepted = Vec::new();
-  while accepted.len() < ACCEPTS_PER_WAKE {
-    match socket::accept4(fd.as_raw_fd(), SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK) {
-      // SAFETY: accept4 returned a new fd that nothing else owns.
-      Ok(conn) => accepted.push(unsafe { OwnedFd::from_raw_fd(conn) }),
-      Err(Errno::EINTR | Errno::ECONNABORTED) => continue,
-      Err(Errno::EMFILE | Errno::ENFILE) => {
-        shed_one(fd.as_raw_fd());
-        break;
-      }
-      // EAGAIN: drained; anything else is reported again by the next readiness.
-      Err(_) => break,
-    }
+#[cfg(test)]
+mod tests {
+  use super::*;
+  use crate::sockets::{bind_tcp, listen, sockname, Tcp};
+  use nix::sys::epoll::EpollEvent;
+  use std::net::{Ipv4Addr, TcpStream};
+  use std::os::fd::AsRawFd;
+
+  /// Takes up to `room` connections, then none until given more.
+  struct Limited {
+    room: Mutex<usize>,
+    got: Mutex<Vec<OwnedFd>>,
   }
-  if !accepted.is_empty() {
-    cluster::on_connections(id, accepted);
+
+  impl Acceptor for Limited {
+    fn room(&self, _: u32) -> usize {
+      *lock(&self.room)
+    }
+    fn accepted(&self, _: u32, connections: Vec<OwnedFd>) {
+      *lock(&self.room) -= connections.len();
+      lock(&self.got).extend(connections);
+    }
+    fn failed(&self, _: u32, _: String) {}
+  }
+
+  #[test]
+  fn accepts_only_what_the_acceptor_has_room_for_and_leaves_the_rest_in_the_backlog() {
+    let reactor = Arc::new(Reactor::new().unwrap());
+    let fd = bind_tcp(&Tcp {
+      ip: Some(Ipv4Addr::LOCALHOST.into()),
+      port: 0,
+      ipv6_only: false,
+      reuse_port: false,
+    })
+    .unwrap();
+    listen(&fd, 16).unwrap();
+    let port = sockname(fd.as_raw_fd()).unwrap()["port"].as_u64().unwrap() as u16;
+    let acceptor = Arc::new(Limited {
+      room: Mutex::new(2),
+      got: Mutex::default(),
+    });
+    let weak = Arc::downgrade(&acceptor) as Weak<dyn Acceptor>;
+    let listener = Listener::watch(&reactor, 1, Arc::new(fd), weak).unwrap();
+    let _clients: Vec<_> = (0..5)
+      .map(|_| TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap())
+      .collect();
+    let turn = || reactor.turn(&mut [EpollEvent::empty(); 4], Some(100)).unwrap();
+    turn();
+    turn();
+    assert_eq!(lock(&acceptor.got).len(), 2);
+    assert!(*lock(&listener.paused), "no room: the socket is not watched");
+    assert_eq!(turn(), 0, "no spinning on a listener that may not accept");
+    *lock(&acceptor.room) = 10;
+    listener.resume();
+    turn();
+    assert_eq!(lock(&acceptor.got).len(), 5, "the backlog kept the other three");
   }
 }
