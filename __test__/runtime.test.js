@@ -175,4 +175,18 @@ describe('several JavaScript environments', () => {
     await until(() => isGone(r.pid), { what: `worker ${r.pid} to exit` });
     assert.equal(await thread.exit(), 0);
   });
+
+  // rust-cluster gives workers a parent-death signal, which Linux sends when the *thread* that
+  // forked exits: workers must be forked from a thread that lives as long as the process.
+  test("a cluster worker whose primary's thread exits leaves through its own disconnect, not a parent-death SIGKILL", { timeout: 60_000 }, async (t) => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rc-runtime-'));
+    t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+    const marker = path.join(dir, 'marker');
+    const thread = startThread(t, { job: 'clusterExit', marker });
+    const { pid, reference } = await thread.next('ready', { timeout: 30_000 });
+    assert.equal(reference, impl.reference, 'the thread loaded the implementation under test');
+    assert.equal(await thread.exit(), 0);
+    await until(() => isGone(pid), { what: `worker ${pid} to exit` });
+    assert.equal(fs.readFileSync(marker, 'utf8'), 'exited 0');
+  });
 });

@@ -631,4 +631,137 @@ mod tests {
     dispatch.workers[1].1 -= 1;
     assert_eq!(dispatch.pick(), Some(1), "the worker that answered");
   }
+
+  mod over_channels {
+    use super::*;
+    use crate::channel;
+    use crate::framing::Mode;
+    use nix::sys::epoll::EpollEvent;
+    use nix::sys::socket::{recvmsg, socketpair, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType};
+    use std::io::IoSliceMut;
+    use std::net::{Ipv4Addr, TcpStream};
+    use std::os::fd::{FromRawFd, RawFd};
+
+    /// A worker as the cluster sees it: our end of its channel, and the worker's end.
+    fn worker(reactor: &Arc<Reactor>, sink: &Arc<Sink>, cluster: &Arc<Cluster>, id: u32) -> (Arc<Channel>, OwnedFd) {
+      let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
+      let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::Stream, None, flags).unwrap();
+      let options = channel::Options {
+        id,
+        mode: Mode::Json,
+        limit: 1 << 20,
+        sink: sink.clone(),
+        control: Some(cluster.control()),
+      };
+      let channel = Channel::open(reactor, ours, options).unwrap();
+      cluster.attach(&channel);
+      (channel, theirs)
+    }
+
+    /// Everything the worker can read now: its lines, and how many fds came with them.
+    fn read_all(theirs: &OwnedFd) -> (Vec<Value>, usize) {
+      let (mut bytes, mut fds) = (Vec::new(), 0);
+      loop {
+        let mut buf = vec![0u8; 64 << 10];
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let mut space = nix::cmsg_space!([RawFd; 4]);
+        let Ok(msg) = recvmsg::<()>(
+          theirs.as_raw_fd(),
+          &mut iov,
+          Some(&mut space),
+          MsgFlags::MSG_CMSG_CLOEXEC,
+        ) else {
+          break;
+        };
+        for cmsg in msg.cmsgs().unwrap() {
+          if let ControlMessageOwned::ScmRights(received) = cmsg {
+            fds += received.len();
+            // SAFETY: the kernel just installed these fds in the test's table; closing them is ours.
+            received
+              .into_iter()
+              .for_each(|fd| drop(unsafe { OwnedFd::from_raw_fd(fd) }));
+          }
+        }
+        let n = msg.bytes;
+        bytes.extend_from_slice(&buf[..n]);
+      }
+      let lines = bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty());
+      (lines.map(|l| serde_json::from_slice(l).unwrap()).collect(), fds)
+    }
+
+    /// Node writes `cmd` first, which is how internal messages are told apart (serde_json sorts keys).
+    fn say(theirs: &OwnedFd, line: &str) {
+      nix::unistd::write(theirs, format!("{line}\n").as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn round_robin_feeds_each_worker_up_to_its_depth_and_leaves_the_rest_in_the_backlog() {
+      let reactor = Arc::new(Reactor::new().unwrap());
+      let sink = Arc::new(Sink::new(None));
+      let cluster = Cluster::new(reactor.clone(), sink.clone());
+      let (_channel, theirs) = worker(&reactor, &sink, &cluster, 1);
+      let turn = || while reactor.turn(&mut [EpollEvent::empty(); 8], Some(50)).unwrap() > 0 {};
+
+      say(
+        &theirs,
+        r#"{"cmd":"NODE_CLUSTER","act":"queryServer","address":"127.0.0.1","port":0,"addressType":4,"fd":-1,"index":0,"backlog":16,"data":null,"seq":0}"#,
+      );
+      turn();
+      let (replies, _) = read_all(&theirs);
+      assert_eq!(replies[0]["ack"], 0);
+      assert_eq!(
+        replies[0]["errno"],
+        Value::Null,
+        "round-robin: no socket for the worker"
+      );
+      let port = replies[0]["sockname"]["port"].as_u64().unwrap() as u16;
+
+      let _clients: Vec<_> = (0..NEWCONN_DEPTH + 3)
+        .map(|_| TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap())
+        .collect();
+      turn();
+      let (newconns, fds) = read_all(&theirs);
+      assert_eq!(
+        (newconns.len(), fds),
+        (NEWCONN_DEPTH, NEWCONN_DEPTH),
+        "one fd per newconn, up to the depth"
+      );
+      assert!(newconns
+        .iter()
+        .all(|m| m["cmd"] == "NODE_HANDLE" && m["msg"]["act"] == "newconn"));
+      let state = lock(&cluster.state);
+      let handle = state.handles.values().next().unwrap();
+      assert!(
+        handle.dispatch.pending.is_empty(),
+        "nothing accepted beyond the workers' room"
+      );
+      assert_eq!(cluster_room(&state), 0);
+      drop(state);
+
+      // The worker ACKs the handles and accepts one connection: exactly one more comes.
+      let first = newconns[0]["msg"]["seq"].clone();
+      for _ in 0..NEWCONN_DEPTH {
+        say(&theirs, r#"{"cmd":"NODE_HANDLE_ACK"}"#);
+      }
+      say(
+        &theirs,
+        &format!(r#"{{"cmd":"NODE_CLUSTER","ack":{first},"accepted":true,"seq":1}}"#),
+      );
+      turn();
+      let (more, fds) = read_all(&theirs);
+      assert_eq!((more.len(), fds), (1, 1));
+
+      // The worker goes: its connections stay with the primary until another worker comes.
+      drop(theirs);
+      turn();
+      assert!(
+        lock(&cluster.state).handles.is_empty(),
+        "its last worker gone, the handle closes"
+      );
+    }
+
+    fn cluster_room(state: &State) -> usize {
+      state.handles.values().map(|h| h.dispatch.room()).sum()
+    }
+  }
 }

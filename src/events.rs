@@ -294,4 +294,23 @@ mod tests {
     assert_eq!(budget.0.load(Ordering::Relaxed), 16, "a closed sink refunds at once");
     assert!(sink.take().is_empty());
   }
+
+  #[test]
+  fn a_closed_sink_closes_the_fd_of_an_event_nobody_will_take() {
+    let sink = Sink::new(None);
+    sink.close();
+    let (fd, _peer) = nix::unistd::pipe().unwrap();
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+    let credit = Credit::new(0, Weak::<Counter>::new() as Weak<dyn Budget>);
+    sink.push(Event::Handle {
+      id: 1,
+      frame: Payload::Binary(Vec::new(), Vec::new()),
+      fd: Some(fd),
+      credit,
+    });
+    assert_eq!(
+      nix::fcntl::fcntl(raw, nix::fcntl::FcntlArg::F_GETFD),
+      Err(nix::errno::Errno::EBADF)
+    );
+  }
 }

@@ -9,6 +9,12 @@
 //! milliseconds. Encoding only ever sees JSON, so it writes plain objects,
 //! dense arrays, strings, numbers, booleans and `null`, byte-for-byte as V8
 //! does for freshly built values (object keys in `serde_json::Map` order).
+//!
+//! The Rust side reads only `NODE_CLUSTER` messages and writes only its replies, yet the decoder
+//! covers the whole format on purpose: a worker's `queryServer` spreads the user's `listen()`
+//! options into the message, so any value a program passes there reaches us, and a decoder that
+//! refused one would close that worker's channel. What it cannot represent in JSON it maps as
+//! above; the captured-byte tests pin each shape to what Node writes.
 
 use serde_json::{Map, Number, Value};
 use std::fmt;
