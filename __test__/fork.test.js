@@ -484,6 +484,19 @@ describe('channel', () => {
     assert.deepEqual(messages, [{ cmd: 'after' }]);
   });
 
+  // Node's fork() has no such options; rust-cluster's cluster uses internal ones of that shape,
+  // which the public fork() must not reach.
+  test('options named like internal ones (worker, extraEnv) are ignored, as Node ignores them', async (t) => {
+    const child = forkFixture(t, 'cluster-like.js', [], { worker: 1, extraEnv: { NODE_UNIQUE_ID: '1', RC_EXTRA: 'x' } });
+    const messages = [];
+    const internal = [];
+    child.on('message', (m) => messages.push(m));
+    child.on('internalMessage', (m) => internal.push(m));
+    await until(() => messages.some((m) => m.cmd === 'after'), { what: "'after'" });
+    assert.deepEqual(messages[0], { uniqueId: null, extra: null });
+    assert.equal(internal.filter((m) => m.cmd === 'NODE_CLUSTER').length, 1, 'NODE_CLUSTER reached JavaScript, not a cluster primary');
+  });
+
   // Node's own parent crashes on a malformed frame; rust-cluster reports it instead.
   test("a malformed frame from the child is an 'error', not a crash", { skip: OURS_ONLY }, async (t) => {
     const child = forkFixture(t, 'garbage.js');
