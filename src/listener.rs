@@ -61,11 +61,18 @@ impl Listener {
   }
 
   fn pause(&self, acceptor: &dyn Acceptor) {
-    let mut paused = lock(&self.paused);
-    // Room may have come back since it was asked for; then there is nothing to wait for.
-    if !*paused && acceptor.room(self.id) == 0 {
+    {
+      let mut paused = lock(&self.paused);
+      if *paused {
+        return;
+      }
       *paused = true;
       self.io.set_read(false);
+    }
+    // Room may have come back before we paused, and its `resume` found nothing to resume. Asked
+    // without holding `paused`: the acceptor takes its own lock, and holds it when it resumes us.
+    if acceptor.room(self.id) > 0 {
+      self.resume();
     }
   }
 }
