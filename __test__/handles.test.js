@@ -498,7 +498,7 @@ for (const how of ['disconnect()', 'child exit']) {
 
 test('a child killed with a socket in flight leaks no fd in the parent', {
   timeout: 20_000,
-  skip: impl.reference && 'Node 20 never closes an un-ACKed sent socket when the channel hits EOF: the fd leaks and the peer never sees EOF',
+  skip: impl.reference && 'Node never closes an un-ACKed sent socket when the channel hits EOF: the fd leaks and the peer never sees EOF',
 }, async (t) => {
   const fdsBefore = fdCount();
   const { child, expect, ended } = await forkChild(t);

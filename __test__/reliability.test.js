@@ -70,7 +70,9 @@ describe('bad input on the channel', { skip: OURS_ONLY }, () => {
 
 describe('faults', () => {
   guard(64 * MB);
-  test('a child SIGKILLed while a handle is in flight (20×)', (t) => S.killWithHandleInFlight(t, 20));
+  test('a child SIGKILLed while a handle is in flight (20×)', {
+    skip: impl.reference && "Node never closes a sent socket that was not ACKed before the child died: its fd leaks",
+  }, (t) => S.killWithHandleInFlight(t, 20));
   test('a child SIGKILLed while the parent writes a burst (5 × 16 MB)', (t) =>
     S.killDuringBurst(t, { rounds: 5, messages: 1000, size: 16 << 10 }));
   test('fork/kill cycles (50)', (t) => S.forkKillCycles(t, { cycles: 50, parallel: 10 }));

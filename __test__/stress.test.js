@@ -46,7 +46,7 @@ describe('stress: bad input', { skip: SKIP || OURS_ONLY, ...LONG }, () => {
 });
 
 describe('stress: faults', { skip: SKIP, ...LONG }, () => {
-  test('a child SIGKILLed while a handle is in flight (200×)', LONG, bounded(64 * MB, (t) => S.killWithHandleInFlight(t, 200)));
+  test('a child SIGKILLed while a handle is in flight (200×)', { ...LONG, skip: impl.reference && "Node never closes a sent socket that was not ACKed before the child died: its fd leaks" }, bounded(64 * MB, (t) => S.killWithHandleInFlight(t, 200)));
   test('a child SIGKILLed during a 64 MB burst (20×)', LONG, bounded(128 * MB, (t) =>
     S.killDuringBurst(t, { rounds: 20, messages: 4000, size: 16 << 10 })));
   test('fork/kill cycles (1000)', LONG, bounded(64 * MB, (t) => S.forkKillCycles(t, { cycles: 1000, parallel: 20 })));
