@@ -5,16 +5,15 @@
 // what it observed as JSON lines on stdout; workers write to the same stdout.
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
-const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const http = require('node:http');
 const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
-const readline = require('node:readline');
 const { until } = require('./helpers/wait');
 const { reference } = require('./helpers/impl');
 const { isGone } = require('./helpers/proc');
+const { startFixture: startProgram } = require('./helpers/fixture');
 
 const ROOT = path.join(__dirname, '..');
 const FIXTURES = path.join(__dirname, 'fixtures', 'cluster');
@@ -22,73 +21,10 @@ const OURS_ONLY = reference && "rust-cluster only: Node's round-robin primary ac
 
 // --- helpers ------------------------------------------------------------------------------------
 
-// Starts fixtures/cluster/<name>.js as a primary; everything it started is killed after the test.
-function startFixture(t, name, { env = {}, args = [], execArgv = [] } = {}) {
-  const child = spawn(process.execPath, [...execArgv, path.join(FIXTURES, `${name}.js`), ...args], {
-    cwd: ROOT,
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const fixture = { child, reports: [], stderr: '', pids: new Set([child.pid]), closed: false };
-  readline.createInterface({ input: child.stdout }).on('line', (line) => {
-    let report;
-    try {
-      report = JSON.parse(line);
-    } catch {
-      return; // not a report
-    }
-    if (Number.isInteger(report.pid)) fixture.pids.add(report.pid);
-    for (const pid of report.pids || []) fixture.pids.add(pid);
-    fixture.reports.push(report);
-  });
-  child.stderr.setEncoding('utf8').on('data', (chunk) => { fixture.stderr += chunk; });
-  // stdout closes once the primary and every worker (they inherit it) have gone.
-  child.stdout.on('close', () => { fixture.closed = true; });
-  fixture.exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
-
-  // All reports matching `match` (a type, fields to equal, or a predicate), once there are `count`.
-  fixture.waitAll = (match, count, { timeout = 10_000 } = {}) => {
-    const matches = matcher(match);
-    const what = `${count} × ${typeof match === 'function' ? match : JSON.stringify(match)} from ${name}`;
-    return until(() => {
-      const found = fixture.reports.filter(matches);
-      if (found.length >= count) return found;
-      if (fixture.closed) throw new Error(`${name} ended before ${what}`);
-      return null;
-    }, { timeout, what }).catch((err) => {
-      err.message += `\nstderr of ${name}: ${fixture.stderr}`;
-      throw err;
-    });
-  };
-  fixture.waitFor = async (match, options) => (await fixture.waitAll(match, 1, options))[0];
-  fixture.all = (type) => fixture.reports.filter((r) => r.type === type);
-  fixture.indexOf = (match) => fixture.reports.findIndex(matcher(match));
-
-  t.after(() => {
-    child.kill('SIGKILL');
-    for (const pid of fixture.pids) killIfFixture(pid);
-    child.stdout.destroy();
-    child.stderr.destroy();
-  });
-  return fixture;
+// Starts fixtures/cluster/<name>.js as a primary.
+function startFixture(t, name, options) {
+  return startProgram(t, path.join(FIXTURES, `${name}.js`), options);
 }
-
-function matcher(match) {
-  if (typeof match === 'function') return match;
-  const fields = typeof match === 'string' ? { type: match } : match;
-  return (report) => Object.entries(fields).every(([k, v]) => report[k] === v);
-}
-
-// SIGKILLs a reported worker pid, unless it has gone and the pid now belongs to someone else.
-function killIfFixture(pid) {
-  try {
-    if (!fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(FIXTURES)) return;
-    process.kill(pid, 'SIGKILL');
-  } catch {
-    // already gone
-  }
-}
-
 
 // GET / on a target ({ host, port } or { socketPath }); resolves with the JSON body. Each request
 // has its own deadline so that a hang fails the test instead of stalling it.
