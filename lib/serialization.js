@@ -40,10 +40,11 @@ const json = {
   size(frame) {
     return frame.length;
   },
-  // `text` holds whole lines back to back, line i ending at `ends[i]` (the core split them).
-  // Appends each parsed message to `out`, or what `failed(error, raw)` makes of a line that does
-  // not parse.
+  // `text` holds whole lines back to back, line i ending at `ends[i]` (the core split them; no
+  // `ends` means one line). Appends each parsed message to `out`, or what `failed(error, raw)`
+  // makes of a line that does not parse.
   decode(text, ends, out, failed) {
+    if (ends === undefined) ends = [text.length];
     let start = 0;
     for (const end of ends) {
       const line = text.slice(start, end);
@@ -77,8 +78,9 @@ const advanced = {
   size(frame) {
     return frame.length;
   },
-  // `data` holds V8 payloads back to back, payload i ending at `ends[i]`.
+  // `data` holds V8 payloads back to back, payload i ending at `ends[i]` (no `ends`: one payload).
   decode(data, ends, out, failed) {
+    if (ends === undefined) ends = [data.length];
     let start = 0;
     for (const end of ends) {
       const payload = data.subarray(start, end);

@@ -116,14 +116,7 @@ struct Chunk {
 
 impl Chunk {
   fn new(bytes: Vec<u8>, fd: Option<Arc<OwnedFd>>, counted: bool) -> Chunk {
-    Chunk {
-      bytes,
-      fd,
-      counted,
-      control: false,
-      tries: 0,
-      from_js: counted,
-    }
+    Chunk { bytes, fd, counted, control: false, tries: 0, from_js: counted }
   }
 }
 
@@ -194,13 +187,7 @@ impl Channel {
   }
 
   fn register(reactor: &Arc<Reactor>, fd: OwnedFd, options: Options, reads: bool) -> Result<Arc<Channel>, Errno> {
-    let Options {
-      id,
-      mode,
-      limit,
-      sink,
-      control,
-    } = options;
+    let Options { id, mode, limit, sink, control } = options;
     let interest = if reads { Interest::READ } else { Interest::NONE };
     reactor.register(Arc::new(fd), interest, |io, this| Channel {
       id,
@@ -211,11 +198,7 @@ impl Channel {
       control,
       this: this.clone(),
       ended: AtomicBool::new(false),
-      reader: Mutex::new(Reader {
-        decoder: Decoder::new(mode, limit),
-        pending_fd: None,
-        batch: Batch::default(),
-      }),
+      reader: Mutex::new(Reader { decoder: Decoder::new(mode, limit), pending_fd: None, batch: Batch::default() }),
       writer: Mutex::new(Writer::default()),
       flow: Mutex::default(),
     })
@@ -280,10 +263,7 @@ impl Channel {
     let bytes = framing::encode_frame(self.mode, value);
     let mut writer = lock(&self.writer);
     if !writer.closed {
-      writer.push_early(Chunk {
-        control: true,
-        ..Chunk::new(bytes, None, false)
-      });
+      writer.push_early(Chunk { control: true, ..Chunk::new(bytes, None, false) });
       self.flush_locked(&mut writer);
     }
   }
@@ -293,10 +273,7 @@ impl Channel {
     self.flush_locked(writer);
     if writer.completed != writer.reported {
       writer.reported = writer.completed;
-      self.sink.push(Event::Written {
-        id: self.id,
-        completed: writer.completed,
-      });
+      self.sink.push(Event::Written { id: self.id, completed: writer.completed });
     }
   }
 
@@ -367,11 +344,7 @@ impl Channel {
   }
 
   fn frames(&self, reader: &mut Reader) -> Result<(), String> {
-    let Reader {
-      decoder,
-      pending_fd,
-      batch,
-    } = reader;
+    let Reader { decoder, pending_fd, batch } = reader;
     while let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
       match framing::classify(self.mode, frame) {
         Some(Internal::HandleAck) => self.on_handle_reply(true),
@@ -383,12 +356,7 @@ impl Channel {
           let mut single = Batch::default();
           single.push(frame);
           let credit = self.charge(frame.len() + HANDLE_COST);
-          self.sink.push(Event::Handle {
-            id: self.id,
-            frame: single.take(self.mode == Mode::Json),
-            fd,
-            credit,
-          });
+          self.sink.push(Event::Handle { id: self.id, frame: single.take(self.mode == Mode::Json), fd, credit });
         }
         Some(Internal::Cluster) if self.control.is_some() => {
           self.hand_over(batch);
@@ -406,11 +374,7 @@ impl Channel {
   fn hand_over(&self, batch: &mut Batch) {
     if !batch.is_empty() {
       let credit = self.charge(batch.len());
-      self.sink.push(Event::Messages {
-        id: self.id,
-        payload: batch.take(self.mode == Mode::Json),
-        credit,
-      });
+      self.sink.push(Event::Messages { id: self.id, payload: batch.take(self.mode == Mode::Json), credit });
     }
   }
 
@@ -512,14 +476,7 @@ impl Writer {
     let Some(inflight) = self.awaiting.pop_front() else {
       return Reply::Unsolicited;
     };
-    let InFlight {
-      frame,
-      fd,
-      tries,
-      from_js,
-      end,
-      safe,
-    } = inflight;
+    let InFlight { frame, fd, tries, from_js, end, safe } = inflight;
     self.replied_through = end;
     if !acked && safe {
       self.pipelining = false;
@@ -529,11 +486,7 @@ impl Writer {
     } else if tries >= HANDLE_TRIES {
       Reply::Lost { from_js }
     } else {
-      self.push_early(Chunk {
-        tries,
-        from_js,
-        ..Chunk::new(frame, Some(fd), false)
-      });
+      self.push_early(Chunk { tries, from_js, ..Chunk::new(frame, Some(fd), false) });
       Reply::Resent
     }
   }
@@ -547,9 +500,7 @@ impl Writer {
   /// never into the middle of a partly written frame.
   fn push_early(&mut self, chunk: Chunk) {
     let first = usize::from(self.offset > 0);
-    let at = (first..self.queue.len())
-      .find(|&i| !self.queue[i].control)
-      .unwrap_or(self.queue.len());
+    let at = (first..self.queue.len()).find(|&i| !self.queue[i].control).unwrap_or(self.queue.len());
     self.queued += chunk.bytes.len();
     self.queue.insert(at, chunk);
   }
@@ -581,11 +532,7 @@ impl Writer {
         return Ok(());
       }
       let safe = front.fd.is_some() && self.offset == 0 && self.is_safe(front);
-      let attach = if self.offset == 0 {
-        front.fd.as_ref().map(|fd| fd.as_raw_fd())
-      } else {
-        None
-      };
+      let attach = if self.offset == 0 { front.fd.as_ref().map(|fd| fd.as_raw_fd()) } else { None };
       match send(fd, &front.bytes[self.offset..], attach) {
         Ok(n) => {
           self.offset += n;
@@ -597,14 +544,7 @@ impl Writer {
             self.completed += u64::from(chunk.counted);
             if let Some(fd) = chunk.fd {
               let (tries, from_js, end) = (chunk.tries + 1, chunk.from_js, self.written);
-              self.awaiting.push_back(InFlight {
-                frame: chunk.bytes,
-                fd,
-                tries,
-                from_js,
-                end,
-                safe,
-              });
+              self.awaiting.push_back(InFlight { frame: chunk.bytes, fd, tries, from_js, end, safe });
             }
           }
         }
@@ -641,13 +581,7 @@ mod tests {
   use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 
   fn pair() -> (OwnedFd, OwnedFd) {
-    socketpair(
-      AddressFamily::Unix,
-      SockType::Stream,
-      None,
-      SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-    )
-    .unwrap()
+    socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK).unwrap()
   }
 
   /// One read at the peer: the bytes and how many fds came with them.
@@ -655,12 +589,7 @@ mod tests {
     let mut buf = vec![0u8; 128 << 10];
     let mut iov = [IoSliceMut::new(&mut buf)];
     let mut control = nix::cmsg_space!([RawFd; 8]);
-    let msg = match recvmsg::<()>(
-      peer.as_raw_fd(),
-      &mut iov,
-      Some(&mut control),
-      MsgFlags::MSG_CMSG_CLOEXEC,
-    ) {
+    let msg = match recvmsg::<()>(peer.as_raw_fd(), &mut iov, Some(&mut control), MsgFlags::MSG_CMSG_CLOEXEC) {
       Ok(msg) => msg,
       Err(Errno::EAGAIN) => return (Vec::new(), 0),
       Err(e) => panic!("recvmsg: {e}"),
@@ -670,9 +599,7 @@ mod tests {
       if let ControlMessageOwned::ScmRights(received) = cmsg {
         fds += received.len();
         // SAFETY: the kernel just installed these fds in the test's table; closing them is ours.
-        received
-          .into_iter()
-          .for_each(|fd| drop(unsafe { OwnedFd::from_raw_fd(fd) }));
+        received.into_iter().for_each(|fd| drop(unsafe { OwnedFd::from_raw_fd(fd) }));
       }
     }
     let n = msg.bytes;
@@ -752,15 +679,7 @@ mod tests {
         read => reads.push(read),
       }
     }
-    assert_eq!(
-      reads,
-      [
-        (b"H\n".to_vec(), 1),
-        (b"A\nH\n".to_vec(), 1),
-        (b"A\nH\n".to_vec(), 1),
-        (b"A\n".to_vec(), 0)
-      ]
-    );
+    assert_eq!(reads, [(b"H\n".to_vec(), 1), (b"A\nH\n".to_vec(), 1), (b"A\nH\n".to_vec(), 1), (b"A\n".to_vec(), 0)]);
     for _ in 0..3 {
       assert_eq!(writer.on_reply(true), Reply::Acked { from_js: true });
     }
@@ -782,10 +701,7 @@ mod tests {
     assert!(writer.writable_work());
     writer.flush(ours.as_raw_fd()).unwrap();
     assert_eq!(writer.completed, 3);
-    assert!(
-      !writer.awaiting[0].safe,
-      "the peer may not have read the plain data yet"
-    );
+    assert!(!writer.awaiting[0].safe, "the peer may not have read the plain data yet");
     let mut got = Vec::new();
     while !got.ends_with(b"J\n") {
       got.extend(receive(&peer).0);
@@ -808,16 +724,9 @@ mod tests {
   fn our_ack_overtakes_a_held_queue() {
     let (mut writer, ours, peer) = handle_then_plain();
     receive(&peer);
-    writer.push_early(Chunk {
-      control: true,
-      ..Chunk::new(b"ACK\n".to_vec(), None, false)
-    });
+    writer.push_early(Chunk { control: true, ..Chunk::new(b"ACK\n".to_vec(), None, false) });
     writer.flush(ours.as_raw_fd()).unwrap();
-    assert_eq!(
-      receive(&peer),
-      (b"ACK\n".to_vec(), 0),
-      "sent although 'A' is still held"
-    );
+    assert_eq!(receive(&peer), (b"ACK\n".to_vec(), 0), "sent although 'A' is still held");
     assert!(!writer.writable_work());
   }
 
@@ -837,10 +746,7 @@ mod tests {
     assert_eq!(writer.queue.front().map(|c| c.bytes.clone()), Some(b"H\n".to_vec()));
     assert_eq!(writer.on_reply(true), Reply::Acked { from_js: true });
     writer.flush(ours.as_raw_fd()).unwrap();
-    assert_eq!(
-      writer.awaiting.iter().map(|h| h.frame.clone()).collect::<Vec<_>>(),
-      [b"H\n".to_vec()]
-    );
+    assert_eq!(writer.awaiting.iter().map(|h| h.frame.clone()).collect::<Vec<_>>(), [b"H\n".to_vec()]);
     assert_eq!(writer.queue.len(), 1, "K waits: one handle at a time from now on");
     drop(peer);
   }
@@ -854,9 +760,7 @@ mod tests {
 
   impl Control for Recorder {
     fn message(&self, channel: &Channel, message: Value) {
-      channel
-        .send_value(&serde_json::json!({ "cmd": "NODE_CLUSTER", "act": "reply" }), None)
-        .unwrap();
+      channel.send_value(&serde_json::json!({ "cmd": "NODE_CLUSTER", "act": "reply" }), None).unwrap();
       lock(&self.messages).push(message);
     }
     fn closed(&self, _: &Channel) {
@@ -868,21 +772,13 @@ mod tests {
     let reactor = Arc::new(Reactor::new().unwrap());
     let sink = Arc::new(Sink::new(None));
     let (ours, peer) = pair();
-    let options = Options {
-      id: 7,
-      mode: Mode::Json,
-      limit: 1 << 20,
-      sink: sink.clone(),
-      control,
-    };
+    let options = Options { id: 7, mode: Mode::Json, limit: 1 << 20, sink: sink.clone(), control };
     let channel = Channel::open(&reactor, ours, options).unwrap();
     (reactor, sink, channel, peer)
   }
 
   fn turn(reactor: &Reactor) -> usize {
-    reactor
-      .turn(&mut [nix::sys::epoll::EpollEvent::empty(); 8], Some(50))
-      .unwrap()
+    reactor.turn(&mut [nix::sys::epoll::EpollEvent::empty(); 8], Some(50)).unwrap()
   }
 
   fn write_all(peer: &OwnedFd, mut bytes: &[u8]) -> usize {
@@ -918,18 +814,12 @@ mod tests {
     }
     let undelivered = lock(&channel.flow).undelivered;
     assert!(lock(&channel.flow).paused, "paused at {undelivered} bytes");
-    assert!(
-      (READ_BUDGET..READ_BUDGET + READ_SIZE + line.len()).contains(&undelivered),
-      "{undelivered} bytes held"
-    );
+    assert!((READ_BUDGET..READ_BUDGET + READ_SIZE + line.len()).contains(&undelivered), "{undelivered} bytes held");
     let taken = sink.take();
     let delivered: usize = taken
       .iter()
       .map(|e| match e {
-        Event::Messages {
-          payload: crate::events::Payload::Text(_, ends),
-          ..
-        } => ends.len(),
+        Event::Messages { payload: crate::events::Payload::Text(_, ends), .. } => ends.len(),
         _ => 0,
       })
       .sum();
@@ -948,23 +838,14 @@ mod tests {
   fn cluster_messages_go_to_the_injected_control_which_can_answer_at_once() {
     let recorder = Arc::new(Recorder::default());
     let (reactor, sink, channel, peer) = open(Some(recorder.clone()));
-    write_all(
-      &peer,
-      b"{\"cmd\":\"NODE_CLUSTER\",\"act\":\"online\",\"seq\":0}\n\"user\"\n",
-    );
+    write_all(&peer, b"{\"cmd\":\"NODE_CLUSTER\",\"act\":\"online\",\"seq\":0}\n\"user\"\n");
     turn(&reactor);
     assert_eq!(lock(&recorder.messages)[0]["act"], "online");
     assert_eq!(receive(&peer).0, b"{\"act\":\"reply\",\"cmd\":\"NODE_CLUSTER\"}\n");
-    assert!(
-      matches!(&sink.take()[..], [Event::Messages { .. }]),
-      "the user message goes to JavaScript"
-    );
+    assert!(matches!(&sink.take()[..], [Event::Messages { .. }]), "the user message goes to JavaScript");
     drop(peer);
     turn(&reactor);
-    assert!(
-      recorder.closed.load(Ordering::Acquire),
-      "the control hears of the close"
-    );
+    assert!(recorder.closed.load(Ordering::Acquire), "the control hears of the close");
     assert!(matches!(&sink.take()[..], [Event::Disconnect { id: 7 }]));
     assert_eq!(channel.write(b"x\n".to_vec(), None), Err(Errno::EPIPE));
   }

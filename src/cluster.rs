@@ -137,11 +137,7 @@ fn errno_reply(mut reply: Map<String, Value>, errno: Errno) -> Map<String, Value
 
 /// A falsy backlog means Node's default.
 fn backlog(message: &Value) -> i32 {
-  message
-    .get("backlog")
-    .and_then(Value::as_i64)
-    .filter(|&b| b > 0)
-    .unwrap_or(511) as i32
+  message.get("backlog").and_then(Value::as_i64).filter(|&b| b > 0).unwrap_or(511) as i32
 }
 
 fn is_tcp(message: &Value) -> bool {
@@ -157,12 +153,7 @@ fn bind_for(message: &Value, reuse_port: bool) -> Result<(OwnedFd, u16), Errno> 
   let fd = match message.get("addressType") {
     Some(Value::String(family)) => {
       let default = if family == "udp6" { "::" } else { "0.0.0.0" };
-      sockets::bind_udp(
-        ip(address.unwrap_or(default))?,
-        port as u16,
-        flags & 1 != 0,
-        flags & 4 != 0,
-      )?
+      sockets::bind_udp(ip(address.unwrap_or(default))?, port as u16, flags & 1 != 0, flags & 4 != 0)?
     }
     _ if port < 0 => {
       let path = address.ok_or(Errno::EINVAL)?;
@@ -171,17 +162,10 @@ fn bind_for(message: &Value, reuse_port: bool) -> Result<(OwnedFd, u16), Errno> 
     }
     _ => {
       let ip = address.map(ip).transpose()?;
-      sockets::bind_tcp(&sockets::Tcp {
-        ip,
-        port: port as u16,
-        ipv6_only: flags & 1 != 0,
-        reuse_port,
-      })?
+      sockets::bind_tcp(&sockets::Tcp { ip, port: port as u16, ipv6_only: flags & 1 != 0, reuse_port })?
     }
   };
-  let bound = sockets::sockname(fd.as_raw_fd())
-    .and_then(|s| s["port"].as_u64())
-    .unwrap_or(0);
+  let bound = sockets::sockname(fd.as_raw_fd()).and_then(|s| s["port"].as_u64()).unwrap_or(0);
   Ok((fd, bound as u16))
 }
 
@@ -249,17 +233,12 @@ impl Cluster {
   }
 
   fn notify(&self, id: u32, message: &Value) {
-    self.sink.push(Event::Cluster {
-      id,
-      json: message.to_string(),
-    });
+    self.sink.push(Event::Cluster { id, json: message.to_string() });
   }
 
   fn query_server(&self, channel: &Channel, message: &Value) {
     let get = |name: &str| message.get(name);
-    let key = ["address", "port", "addressType", "fd", "index"]
-      .map(|f| js_string(get(f)))
-      .join(":");
+    let key = ["address", "port", "addressType", "fd", "index"].map(|f| js_string(get(f))).join(":");
     let seq = get("seq").cloned().unwrap_or(Value::Null);
     let mut guard = lock(&self.state);
     let state = &mut *guard;
@@ -280,12 +259,7 @@ impl Cluster {
         }
       }
     }
-    let State {
-      handles,
-      listeners,
-      workers,
-      ..
-    } = state;
+    let State { handles, listeners, workers, .. } = state;
     let handle = handles.get_mut(&key).expect("inserted above");
     if handle.data.is_null() {
       handle.data = get("data").cloned().unwrap_or(Value::Null);
@@ -294,18 +268,10 @@ impl Cluster {
     let mut reply = object(json!({ "errno": 0, "key": key, "ack": seq, "data": handle.data }));
     match &mut handle.kind {
       Kind::Shared { fd, dgram } => match fd.try_clone() {
-        Ok(copy) => self.send(
-          channel,
-          reply,
-          Some(Arc::new(copy)),
-          if *dgram { "dgram.Native" } else { "net.Native" },
-        ),
-        Err(e) => self.send(
-          channel,
-          errno_reply(reply, Errno::from_raw(e.raw_os_error().unwrap_or(libc::EBADF))),
-          None,
-          "",
-        ),
+        Ok(copy) => self.send(channel, reply, Some(Arc::new(copy)), if *dgram { "dgram.Native" } else { "net.Native" }),
+        Err(e) => {
+          self.send(channel, errno_reply(reply, Errno::from_raw(e.raw_os_error().unwrap_or(libc::EBADF))), None, "")
+        }
       },
       Kind::ReusePort(reuse) => {
         let socket = match reuse.orphans.pop() {
@@ -344,20 +310,13 @@ impl Cluster {
     let policy = self.policy.load(Ordering::Relaxed);
     let mut listeners = Vec::new();
     let kind = if dgram || policy == SCHED_NONE {
-      Kind::Shared {
-        fd: bind_for(message, false)?.0,
-        dgram,
-      }
+      Kind::Shared { fd: bind_for(message, false)?.0, dgram }
     } else if policy == SCHED_REUSEPORT && is_tcp(message) {
       // Bind once now so that `listen(0)` fixes the one port every worker's socket then shares.
       let (_, port) = bind_for(message, true)?;
       let mut query = message.clone();
       query["port"] = json!(port);
-      Kind::ReusePort(ReusePort {
-        query,
-        owned: HashMap::new(),
-        orphans: Vec::new(),
-      })
+      Kind::ReusePort(ReusePort { query, owned: HashMap::new(), orphans: Vec::new() })
     } else {
       let (fd, _) = bind_for(message, false)?;
       sockets::listen(&fd, backlog(message))?;
@@ -370,14 +329,7 @@ impl Cluster {
     } else {
       None
     };
-    Ok(Handle {
-      data: Value::Null,
-      path,
-      workers: HashSet::new(),
-      kind,
-      listeners,
-      dispatch: Dispatch::default(),
-    })
+    Ok(Handle { data: Value::Null, path, workers: HashSet::new(), kind, listeners, dispatch: Dispatch::default() })
   }
 
   fn watch(&self, fd: Arc<OwnedFd>) -> Result<Arc<Listener>, Errno> {
@@ -396,10 +348,7 @@ impl Cluster {
       let message = json!({ "cmd": "NODE_CLUSTER", "act": "newconn", "key": key, "seq": seq });
       let envelope = handle_envelope("net.Native", message);
       let channel = workers.get(&worker).and_then(Weak::upgrade);
-      match channel
-        .ok_or(Errno::EPIPE)
-        .and_then(|channel| channel.send_value(&envelope, Some(conn.clone())))
-      {
+      match channel.ok_or(Errno::EPIPE).and_then(|channel| channel.send_value(&envelope, Some(conn.clone()))) {
         Ok(_) => {
           dispatch.workers[i].1 += 1;
           dispatch.next = i + 1;
@@ -450,12 +399,7 @@ impl Cluster {
   }
 
   fn remove_worker(&self, state: &mut State, key: &str, id: u32) {
-    let State {
-      handles,
-      listeners,
-      workers,
-      ..
-    } = state;
+    let State { handles, listeners, workers, .. } = state;
     let Some(handle) = handles.get_mut(key) else { return };
     handle.workers.remove(&id);
     handle.dispatch.remove(id);
@@ -489,12 +433,7 @@ fn remove_socket_file(handle: &Handle) {
 }
 
 fn handles_of(state: &State, id: u32) -> Vec<String> {
-  state
-    .handles
-    .iter()
-    .filter(|(_, h)| h.workers.contains(&id))
-    .map(|(k, _)| k.clone())
-    .collect()
+  state.handles.iter().filter(|(_, h)| h.workers.contains(&id)).map(|(k, _)| k.clone()).collect()
 }
 
 impl Control for Cluster {
@@ -537,12 +476,7 @@ impl Acceptor for Cluster {
 
   fn accepted(&self, listener: u32, connections: Vec<OwnedFd>) {
     let mut guard = lock(&self.state);
-    let State {
-      handles,
-      listeners,
-      workers,
-      ..
-    } = &mut *guard;
+    let State { handles, listeners, workers, .. } = &mut *guard;
     let Some(key) = listeners.get(&listener) else { return };
     if let Some(handle) = handles.get_mut(key) {
       handle.dispatch.pending.extend(connections.into_iter().map(Arc::new));
@@ -554,14 +488,8 @@ impl Acceptor for Cluster {
   fn failed(&self, listener: u32, reason: String) {
     let state = lock(&self.state);
     let handle = state.listeners.get(&listener).and_then(|key| state.handles.get(key));
-    for id in handle
-      .map(|h| h.workers.iter().copied().collect::<Vec<_>>())
-      .unwrap_or_default()
-    {
-      self.sink.push(Event::Error {
-        id,
-        message: format!("listening socket: {reason}"),
-      });
+    for id in handle.map(|h| h.workers.iter().copied().collect::<Vec<_>>()).unwrap_or_default() {
+      self.sink.push(Event::Error { id, message: format!("listening socket: {reason}") });
     }
   }
 }
@@ -591,12 +519,7 @@ impl Dispatch {
   /// Takes `worker` out of the rotation; what it had not confirmed goes to the others.
   fn remove(&mut self, worker: u32) {
     self.workers.retain(|&(w, _)| w != worker);
-    let lost: Vec<u64> = self
-      .outstanding
-      .iter()
-      .filter(|(_, (w, _))| *w == worker)
-      .map(|(seq, _)| *seq)
-      .collect();
+    let lost: Vec<u64> = self.outstanding.iter().filter(|(_, (w, _))| *w == worker).map(|(seq, _)| *seq).collect();
     for seq in lost {
       let (_, conn) = self.outstanding.remove(&seq).expect("listed above");
       self.pending.push_front(conn);
@@ -614,11 +537,7 @@ mod tests {
     dispatch.join(7);
     dispatch.join(8);
     dispatch.join(7);
-    assert_eq!(
-      dispatch.workers,
-      [(7, 0), (8, 0)],
-      "a second query from a worker is not a second slot"
-    );
+    assert_eq!(dispatch.workers, [(7, 0), (8, 0)], "a second query from a worker is not a second slot");
     let mut order = Vec::new();
     for _ in 0..2 * NEWCONN_DEPTH {
       let i = dispatch.pick().expect("room left");
@@ -646,13 +565,8 @@ mod tests {
     fn worker(reactor: &Arc<Reactor>, sink: &Arc<Sink>, cluster: &Arc<Cluster>, id: u32) -> (Arc<Channel>, OwnedFd) {
       let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
       let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::Stream, None, flags).unwrap();
-      let options = channel::Options {
-        id,
-        mode: Mode::Json,
-        limit: 1 << 20,
-        sink: sink.clone(),
-        control: Some(cluster.control()),
-      };
+      let options =
+        channel::Options { id, mode: Mode::Json, limit: 1 << 20, sink: sink.clone(), control: Some(cluster.control()) };
       let channel = Channel::open(reactor, ours, options).unwrap();
       cluster.attach(&channel);
       (channel, theirs)
@@ -665,21 +579,14 @@ mod tests {
         let mut buf = vec![0u8; 64 << 10];
         let mut iov = [IoSliceMut::new(&mut buf)];
         let mut space = nix::cmsg_space!([RawFd; 4]);
-        let Ok(msg) = recvmsg::<()>(
-          theirs.as_raw_fd(),
-          &mut iov,
-          Some(&mut space),
-          MsgFlags::MSG_CMSG_CLOEXEC,
-        ) else {
+        let Ok(msg) = recvmsg::<()>(theirs.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) else {
           break;
         };
         for cmsg in msg.cmsgs().unwrap() {
           if let ControlMessageOwned::ScmRights(received) = cmsg {
             fds += received.len();
             // SAFETY: the kernel just installed these fds in the test's table; closing them is ours.
-            received
-              .into_iter()
-              .for_each(|fd| drop(unsafe { OwnedFd::from_raw_fd(fd) }));
+            received.into_iter().for_each(|fd| drop(unsafe { OwnedFd::from_raw_fd(fd) }));
           }
         }
         let n = msg.bytes;
@@ -709,32 +616,18 @@ mod tests {
       turn();
       let (replies, _) = read_all(&theirs);
       assert_eq!(replies[0]["ack"], 0);
-      assert_eq!(
-        replies[0]["errno"],
-        Value::Null,
-        "round-robin: no socket for the worker"
-      );
+      assert_eq!(replies[0]["errno"], Value::Null, "round-robin: no socket for the worker");
       let port = replies[0]["sockname"]["port"].as_u64().unwrap() as u16;
 
-      let _clients: Vec<_> = (0..NEWCONN_DEPTH + 3)
-        .map(|_| TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap())
-        .collect();
+      let _clients: Vec<_> =
+        (0..NEWCONN_DEPTH + 3).map(|_| TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap()).collect();
       turn();
       let (newconns, fds) = read_all(&theirs);
-      assert_eq!(
-        (newconns.len(), fds),
-        (NEWCONN_DEPTH, NEWCONN_DEPTH),
-        "one fd per newconn, up to the depth"
-      );
-      assert!(newconns
-        .iter()
-        .all(|m| m["cmd"] == "NODE_HANDLE" && m["msg"]["act"] == "newconn"));
+      assert_eq!((newconns.len(), fds), (NEWCONN_DEPTH, NEWCONN_DEPTH), "one fd per newconn, up to the depth");
+      assert!(newconns.iter().all(|m| m["cmd"] == "NODE_HANDLE" && m["msg"]["act"] == "newconn"));
       let state = lock(&cluster.state);
       let handle = state.handles.values().next().unwrap();
-      assert!(
-        handle.dispatch.pending.is_empty(),
-        "nothing accepted beyond the workers' room"
-      );
+      assert!(handle.dispatch.pending.is_empty(), "nothing accepted beyond the workers' room");
       assert_eq!(cluster_room(&state), 0);
       drop(state);
 
@@ -743,10 +636,7 @@ mod tests {
       for _ in 0..NEWCONN_DEPTH {
         say(&theirs, r#"{"cmd":"NODE_HANDLE_ACK"}"#);
       }
-      say(
-        &theirs,
-        &format!(r#"{{"cmd":"NODE_CLUSTER","ack":{first},"accepted":true,"seq":1}}"#),
-      );
+      say(&theirs, &format!(r#"{{"cmd":"NODE_CLUSTER","ack":{first},"accepted":true,"seq":1}}"#));
       turn();
       let (more, fds) = read_all(&theirs);
       assert_eq!((more.len(), fds), (1, 1));
@@ -754,10 +644,7 @@ mod tests {
       // The worker goes: its connections stay with the primary until another worker comes.
       drop(theirs);
       turn();
-      assert!(
-        lock(&cluster.state).handles.is_empty(),
-        "its last worker gone, the handle closes"
-      );
+      assert!(lock(&cluster.state).handles.is_empty(), "its last worker gone, the handle closes");
     }
 
     fn cluster_room(state: &State) -> usize {

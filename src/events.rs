@@ -55,7 +55,11 @@ impl Drop for Credit {
 
 pub enum Event {
   /// User messages, in wire order.
-  Messages { id: u32, payload: Payload, credit: Credit },
+  Messages {
+    id: u32,
+    payload: Payload,
+    credit: Credit,
+  },
   /// A `NODE_HANDLE` frame and the fd that came with it (already ACKed, or NACKed when `None`).
   Handle {
     id: u32,
@@ -64,22 +68,37 @@ pub enum Event {
     credit: Credit,
   },
   /// Chunks written by `write`/`write_handle` so far, counted from the channel's start.
-  Written { id: u32, completed: u64 },
+  Written {
+    id: u32,
+    completed: u64,
+  },
   /// The peer acknowledged the handle we sent last.
-  HandleAcked { id: u32 },
+  HandleAcked {
+    id: u32,
+  },
   /// A handle we sent was refused on every try.
-  HandleLost { id: u32 },
+  HandleLost {
+    id: u32,
+  },
   /// The peer closed the channel (EOF or a broken socket).
-  Disconnect { id: u32 },
+  Disconnect {
+    id: u32,
+  },
   /// The channel carried something it cannot recover from; it is closed after this.
-  Error { id: u32, message: String },
+  Error {
+    id: u32,
+    message: String,
+  },
   Exit {
     id: u32,
     code: Option<i32>,
     signal: Option<i32>,
   },
   /// A cluster event for the worker on channel `id`, as JSON (`{"act":"online"}`, …).
-  Cluster { id: u32, json: String },
+  Cluster {
+    id: u32,
+    json: String,
+  },
 }
 
 pub type Notify = ThreadsafeFunction<(), (), (), napi::Status, false, true>;
@@ -98,14 +117,7 @@ struct Queue {
 
 impl Sink {
   pub fn new(notify: Option<Notify>) -> Sink {
-    Sink {
-      queue: Mutex::new(Queue {
-        events: Vec::new(),
-        notify,
-        closed: false,
-      }),
-      notified: AtomicBool::new(false),
-    }
+    Sink { queue: Mutex::new(Queue { events: Vec::new(), notify, closed: false }), notified: AtomicBool::new(false) }
   }
 
   /// Queues `event`; once the environment is gone it is dropped, closing any fd it carries.
@@ -216,10 +228,7 @@ fn utf16_ends(text: &[u8], ends: &[usize]) -> Vec<u32> {
   ends
     .iter()
     .map(|&end| {
-      units += text[start..end]
-        .iter()
-        .map(|&b| u32::from((b as i8) >= -0x40) + u32::from(b >= 0xf0))
-        .sum::<u32>();
+      units += text[start..end].iter().map(|&b| u32::from((b as i8) >= -0x40) + u32::from(b >= 0xf0)).sum::<u32>();
       start = end;
       units
     })
@@ -303,16 +312,7 @@ mod tests {
     let (fd, peer) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC).unwrap();
     let credit = Credit::new(0, Weak::<Counter>::new() as Weak<dyn Budget>);
     let frame = Payload::Binary(Vec::new(), Vec::new());
-    sink.push(Event::Handle {
-      id: 1,
-      frame,
-      fd: Some(fd),
-      credit,
-    });
-    assert_eq!(
-      nix::unistd::read(&peer, &mut [0u8; 1]),
-      Ok(0),
-      "the other end was closed"
-    );
+    sink.push(Event::Handle { id: 1, frame, fd: Some(fd), credit });
+    assert_eq!(nix::unistd::read(&peer, &mut [0u8; 1]), Ok(0), "the other end was closed");
   }
 }

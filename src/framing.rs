@@ -44,14 +44,7 @@ pub struct Decoder {
 
 impl Decoder {
   pub fn new(mode: Mode, limit: usize) -> Decoder {
-    Decoder {
-      mode,
-      buf: Vec::new(),
-      start: 0,
-      end: 0,
-      scan: 0,
-      limit,
-    }
+    Decoder { mode, buf: Vec::new(), start: 0, end: 0, scan: 0, limit }
   }
 
   /// At least `want` bytes of room after the data, for the next read; `filled` records its size.
@@ -257,10 +250,7 @@ mod tests {
   fn json_many_messages_in_one_read_and_a_partial_tail() {
     let mut dec = Decoder::new(Mode::Json, 1 << 20);
     dec.feed(b"{\"a\":1}\n\"str\"\n42\n{\"b\":");
-    assert_eq!(
-      frames(&mut dec),
-      vec![b"{\"a\":1}".to_vec(), b"\"str\"".to_vec(), b"42".to_vec()]
-    );
+    assert_eq!(frames(&mut dec), vec![b"{\"a\":1}".to_vec(), b"\"str\"".to_vec(), b"42".to_vec()]);
     assert_eq!(dec.pending(), 5);
     dec.feed(b"2}\n");
     assert_eq!(frames(&mut dec), vec![b"{\"b\":2}".to_vec()]);
@@ -277,11 +267,7 @@ mod tests {
       got.extend(frames(&mut dec));
       dec.feed(&wire[cut..]);
       got.extend(frames(&mut dec));
-      assert_eq!(
-        got,
-        vec!["{\"s\":\"héllo 日本 😀\"}".as_bytes().to_vec(), b"[1,2]".to_vec()],
-        "cut at {cut}"
-      );
+      assert_eq!(got, vec!["{\"s\":\"héllo 日本 😀\"}".as_bytes().to_vec(), b"[1,2]".to_vec()], "cut at {cut}");
     }
   }
 
@@ -304,9 +290,7 @@ mod tests {
 
   #[test]
   fn advanced_length_header_split_across_reads() {
-    let wire = [
-      0, 0, 0, 7, 0xff, 0x0f, 0x22, 0x03, b's', b't', b'r', 0, 0, 0, 2, 0xff, 0x0f,
-    ];
+    let wire = [0, 0, 0, 7, 0xff, 0x0f, 0x22, 0x03, b's', b't', b'r', 0, 0, 0, 2, 0xff, 0x0f];
     for cut in 0..=wire.len() {
       let mut dec = Decoder::new(Mode::Advanced, 1 << 20);
       let mut got = Vec::new();
@@ -346,14 +330,8 @@ mod tests {
     let j = |s: &str| classify(Mode::Json, s.as_bytes());
     assert_eq!(j(r#"{"cmd":"NODE_HANDLE_ACK"}"#), Some(Internal::HandleAck));
     assert_eq!(j(r#"{"cmd":"NODE_HANDLE_NACK"}"#), Some(Internal::HandleNack));
-    assert_eq!(
-      j(r#"{"cmd":"NODE_HANDLE","type":"net.Socket","msg":1}"#),
-      Some(Internal::Handle)
-    );
-    assert_eq!(
-      j(r#"{"cmd":"NODE_CLUSTER","act":"online","seq":0}"#),
-      Some(Internal::Cluster)
-    );
+    assert_eq!(j(r#"{"cmd":"NODE_HANDLE","type":"net.Socket","msg":1}"#), Some(Internal::Handle));
+    assert_eq!(j(r#"{"cmd":"NODE_CLUSTER","act":"online","seq":0}"#), Some(Internal::Cluster));
     assert_eq!(j(r#"{"cmd":"NODE_HANDLE_ACKX"}"#), None);
     assert_eq!(j(r#""{\"cmd\":\"NODE_HANDLE_ACK\"}""#), None);
     assert_eq!(j(r#"{"x":1}"#), None);
@@ -492,19 +470,10 @@ mod tests {
         }
         let mut dec = Decoder::new(mode, limit);
         let (frames, err) = feed_randomly(&mut rng, &mut dec, &wire);
-        let consumed: usize = frames
-          .iter()
-          .map(|f| f.len() + if mode == Mode::Json { 1 } else { 4 })
-          .sum();
-        assert!(
-          consumed <= wire.len(),
-          "case {case} {mode:?}: yielded more than was fed"
-        );
+        let consumed: usize = frames.iter().map(|f| f.len() + if mode == Mode::Json { 1 } else { 4 }).sum();
+        assert!(consumed <= wire.len(), "case {case} {mode:?}: yielded more than was fed");
         for frame in &frames {
-          assert!(
-            frame.len() <= limit || mode == Mode::Json,
-            "case {case}: an advanced frame over the limit"
-          );
+          assert!(frame.len() <= limit || mode == Mode::Json, "case {case}: an advanced frame over the limit");
           // Whatever arrives, classifying and decoding it must not panic.
           let _ = classify(mode, frame);
           let _ = decode_value(mode, frame);

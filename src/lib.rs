@@ -25,7 +25,7 @@ mod v8codec;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
-use napi::bindgen_prelude::{Buffer, Either, Function, Uint32Array};
+use napi::bindgen_prelude::{Buffer, Either, Function};
 use napi::Env;
 use napi_derive::napi;
 
@@ -83,14 +83,9 @@ pub fn init(env: Env, notify: Function<(), ()>) -> napi::Result<()> {
   if env.get_instance_data::<Runtime>()?.is_some() {
     return Ok(());
   }
-  let tsfn = notify
-    .build_threadsafe_function::<()>()
-    .weak::<true>()
-    .build_callback(|_| Ok(()))?;
+  let tsfn = notify.build_threadsafe_function::<()>().weak::<true>().build_callback(|_| Ok(()))?;
   let reactor = reactor::global().map_err(napi::Error::from_reason)?;
-  env.set_instance_data(Runtime::new(reactor.clone(), Some(tsfn)), (), |context| {
-    drop(context.value)
-  })
+  env.set_instance_data(Runtime::new(reactor.clone(), Some(tsfn)), (), |context| drop(context.value))
 }
 
 fn runtime(env: &Env) -> napi::Result<&'static Runtime> {
@@ -159,24 +154,10 @@ pub fn spawn(env: Env, options: SpawnOptions) -> napi::Result<SpawnResult> {
   };
   match runtime.spawn(plan, ipc) {
     Ok(spawned) => {
-      let fds = spawned
-        .pipes
-        .into_iter()
-        .map(|end| end.map_or(-1, IntoRawFd::into_raw_fd))
-        .collect();
-      Ok(SpawnResult {
-        errno: None,
-        id: spawned.id,
-        pid: spawned.pid,
-        fds,
-      })
+      let fds = spawned.pipes.into_iter().map(|end| end.map_or(-1, IntoRawFd::into_raw_fd)).collect();
+      Ok(SpawnResult { errno: None, id: spawned.id, pid: spawned.pid, fds })
     }
-    Err(SpawnError::NotStarted(errno)) => Ok(SpawnResult {
-      errno: Some(errno as i32),
-      id: 0,
-      pid: 0,
-      fds: Vec::new(),
-    }),
+    Err(SpawnError::NotStarted(errno)) => Ok(SpawnResult { errno: Some(errno as i32), id: 0, pid: 0, fds: Vec::new() }),
     Err(SpawnError::Setup(what, errno)) => Err(errno_error(errno, what)),
   }
 }
@@ -196,18 +177,14 @@ pub fn open_channel(env: Env, fd: i32, serialization: Serialization, max_message
 #[napi(catch_unwind)]
 pub fn open_writer(env: Env, fd: i32, serialization: Serialization) -> napi::Result<u32> {
   let socket = duplicate(fd).map_err(|e| errno_error(e, "dup"))?;
-  runtime(&env)?
-    .open_writer(socket, serialization.into())
-    .map_err(|e| errno_error(e, "ipc writer"))
+  runtime(&env)?.open_writer(socket, serialization.into()).map_err(|e| errno_error(e, "ipc writer"))
 }
 
 /// Queues bytes on channel `id`; returns the bytes still queued, or a negative errno.
 #[napi(catch_unwind)]
 pub fn write(env: Env, id: u32, data: Either<String, Buffer>) -> napi::Result<i64> {
   let channel = runtime(&env)?.channel(id);
-  Ok(queued_or_errno(channel.map_or(Err(nix::errno::Errno::EPIPE), |c| {
-    c.write(bytes_of(data), None)
-  })))
+  Ok(queued_or_errno(channel.map_or(Err(nix::errno::Errno::EPIPE), |c| c.write(bytes_of(data), None))))
 }
 
 /// Queues a `NODE_HANDLE` frame carrying a duplicate of `fd`; the caller keeps its own fd.
@@ -215,9 +192,7 @@ pub fn write(env: Env, id: u32, data: Either<String, Buffer>) -> napi::Result<i6
 pub fn write_handle(env: Env, id: u32, frame: Either<String, Buffer>, fd: i32) -> napi::Result<i64> {
   let channel = runtime(&env)?.channel(id);
   let result = duplicate(fd).and_then(|handle| {
-    channel.map_or(Err(nix::errno::Errno::EPIPE), |c| {
-      c.write(bytes_of(frame), Some(Arc::new(handle)))
-    })
+    channel.map_or(Err(nix::errno::Errno::EPIPE), |c| c.write(bytes_of(frame), Some(Arc::new(handle))))
   });
   Ok(queued_or_errno(result))
 }
@@ -261,10 +236,12 @@ pub fn kill(env: Env, id: u32, signal: i32) -> napi::Result<i32> {
 pub struct JsEvent {
   pub kind: EventKind,
   pub id: u32,
-  /// Messages: the frames back to back, as text (JSON) or bytes (advanced), with `ends`.
+  /// Messages: the frames back to back, as text (JSON) or bytes (advanced); `ends` says where
+  /// each ends when there is more than one (a plain array: a typed array would cost an external
+  /// buffer and its finalizer per batch).
   pub text: Option<String>,
   pub data: Option<Buffer>,
-  pub ends: Option<Uint32Array>,
+  pub ends: Option<Vec<u32>>,
   pub fd: Option<i32>,
   pub code: Option<i32>,
   pub signal: Option<i32>,
@@ -298,46 +275,23 @@ fn to_js(event: Event) -> JsEvent {
     Event::Handle { id, frame, fd, credit } => {
       drop(credit);
       // JavaScript takes ownership and wraps the fd in a net/dgram handle.
-      JsEvent {
-        fd: fd.map(IntoRawFd::into_raw_fd),
-        ..with_payload(blank(EventKind::Handle, id), frame)
-      }
+      JsEvent { fd: fd.map(IntoRawFd::into_raw_fd), ..with_payload(blank(EventKind::Handle, id), frame) }
     }
-    Event::Written { id, completed } => JsEvent {
-      count: Some(completed as f64),
-      ..blank(EventKind::Written, id)
-    },
+    Event::Written { id, completed } => JsEvent { count: Some(completed as f64), ..blank(EventKind::Written, id) },
     Event::HandleAcked { id } => blank(EventKind::Acked, id),
     Event::HandleLost { id } => blank(EventKind::Lost, id),
     Event::Disconnect { id } => blank(EventKind::Disconnect, id),
-    Event::Error { id, message } => JsEvent {
-      text: Some(message),
-      ..blank(EventKind::Error, id)
-    },
-    Event::Exit { id, code, signal } => JsEvent {
-      code,
-      signal,
-      ..blank(EventKind::Exit, id)
-    },
-    Event::Cluster { id, json } => JsEvent {
-      text: Some(json),
-      ..blank(EventKind::Cluster, id)
-    },
+    Event::Error { id, message } => JsEvent { text: Some(message), ..blank(EventKind::Error, id) },
+    Event::Exit { id, code, signal } => JsEvent { code, signal, ..blank(EventKind::Exit, id) },
+    Event::Cluster { id, json } => JsEvent { text: Some(json), ..blank(EventKind::Cluster, id) },
   }
 }
 
 fn with_payload(event: JsEvent, payload: Payload) -> JsEvent {
+  let several = |ends: Vec<u32>| (ends.len() > 1).then_some(ends);
   match payload {
-    Payload::Text(text, ends) => JsEvent {
-      text: Some(text),
-      ends: Some(ends.into()),
-      ..event
-    },
-    Payload::Binary(bytes, ends) => JsEvent {
-      data: Some(bytes.into()),
-      ends: Some(ends.into()),
-      ..event
-    },
+    Payload::Text(text, ends) => JsEvent { text: Some(text), ends: several(ends), ..event },
+    Payload::Binary(bytes, ends) => JsEvent { data: Some(bytes.into()), ends: several(ends), ..event },
   }
 }
 

@@ -43,12 +43,7 @@ impl Listener {
     acceptor: Weak<dyn Acceptor>,
   ) -> Result<Arc<Listener>, Errno> {
     keep_reserve();
-    reactor.register(fd, Interest::READ, |io, _| Listener {
-      id,
-      io,
-      acceptor,
-      paused: Mutex::new(false),
-    })
+    reactor.register(fd, Interest::READ, |io, _| Listener { id, io, acceptor, paused: Mutex::new(false) })
   }
 
   /// The acceptor has room again.
@@ -169,24 +164,14 @@ mod tests {
   #[test]
   fn accepts_only_what_the_acceptor_has_room_for_and_leaves_the_rest_in_the_backlog() {
     let reactor = Arc::new(Reactor::new().unwrap());
-    let fd = bind_tcp(&Tcp {
-      ip: Some(Ipv4Addr::LOCALHOST.into()),
-      port: 0,
-      ipv6_only: false,
-      reuse_port: false,
-    })
-    .unwrap();
+    let fd =
+      bind_tcp(&Tcp { ip: Some(Ipv4Addr::LOCALHOST.into()), port: 0, ipv6_only: false, reuse_port: false }).unwrap();
     listen(&fd, 16).unwrap();
     let port = sockname(fd.as_raw_fd()).unwrap()["port"].as_u64().unwrap() as u16;
-    let acceptor = Arc::new(Limited {
-      room: Mutex::new(2),
-      got: Mutex::default(),
-    });
+    let acceptor = Arc::new(Limited { room: Mutex::new(2), got: Mutex::default() });
     let weak = Arc::downgrade(&acceptor) as Weak<dyn Acceptor>;
     let listener = Listener::watch(&reactor, 1, Arc::new(fd), weak).unwrap();
-    let _clients: Vec<_> = (0..5)
-      .map(|_| TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap())
-      .collect();
+    let _clients: Vec<_> = (0..5).map(|_| TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap()).collect();
     let turn = || reactor.turn(&mut [EpollEvent::empty(); 4], Some(100)).unwrap();
     turn();
     turn();

@@ -69,15 +69,8 @@ impl Child {
     }
     let pidfd = self.io.fd();
     // SAFETY: pidfd_send_signal with a pidfd we own and no siginfo.
-    let rc = unsafe {
-      libc::syscall(
-        libc::SYS_pidfd_send_signal,
-        pidfd,
-        signal,
-        std::ptr::null::<libc::siginfo_t>(),
-        0,
-      )
-    };
+    let rc =
+      unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd, signal, std::ptr::null::<libc::siginfo_t>(), 0) };
     if rc < 0 {
       Err(Errno::last())
     } else {
@@ -117,18 +110,11 @@ impl Source for Child {
     if let Some(channel) = self.channel.as_ref().and_then(Weak::upgrade) {
       channel.read_remaining();
     }
-    self.sink.push(Event::Exit {
-      id: self.id,
-      code,
-      signal,
-    });
+    self.sink.push(Event::Exit { id: self.id, code, signal });
   }
 
   fn failed(&self, reason: String) {
-    self.sink.push(Event::Error {
-      id: self.id,
-      message: reason,
-    });
+    self.sink.push(Event::Error { id: self.id, message: reason });
   }
 }
 

@@ -32,15 +32,11 @@ pub struct Readiness(EpollFlags);
 impl Readiness {
   /// Data or an end of stream to read.
   pub fn readable(self) -> bool {
-    self
-      .0
-      .intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLHUP | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLERR)
+    self.0.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLHUP | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLERR)
   }
 
   pub fn writable(self) -> bool {
-    self
-      .0
-      .intersects(EpollFlags::EPOLLOUT | EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP)
+    self.0.intersects(EpollFlags::EPOLLOUT | EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP)
   }
 
   pub fn hung_up(self) -> bool {
@@ -67,15 +63,9 @@ pub struct Interest {
 }
 
 impl Interest {
-  pub const READ: Interest = Interest {
-    read: true,
-    write: false,
-  };
+  pub const READ: Interest = Interest { read: true, write: false };
   /// Only hang-ups, which epoll always reports (a write-only fd with nothing to write).
-  pub const NONE: Interest = Interest {
-    read: false,
-    write: false,
-  };
+  pub const NONE: Interest = Interest { read: false, write: false };
 
   fn flags(self) -> EpollFlags {
     let mut flags = EpollFlags::empty();
@@ -104,10 +94,7 @@ struct Slab {
 impl Slab {
   fn reserve(&mut self) -> u64 {
     let index = self.free.pop().unwrap_or_else(|| {
-      self.slots.push(Slot {
-        generation: 0,
-        source: None,
-      });
+      self.slots.push(Slot { generation: 0, source: None });
       (self.slots.len() - 1) as u32
     });
     let slot = &mut self.slots[index as usize];
@@ -132,11 +119,7 @@ impl Slab {
   }
 
   fn live(&self) -> Vec<Arc<dyn Source>> {
-    self
-      .slots
-      .iter()
-      .filter_map(|slot| slot.source.as_ref()?.upgrade())
-      .collect()
+    self.slots.iter().filter_map(|slot| slot.source.as_ref()?.upgrade()).collect()
   }
 }
 
@@ -229,12 +212,8 @@ impl Reactor {
     build: impl FnOnce(Registration, &Weak<S>) -> S,
   ) -> Result<Arc<S>, Errno> {
     let token = lock(&self.slab).reserve();
-    let registration = Registration {
-      reactor: self.clone(),
-      token,
-      fd: fd.clone(),
-      interest: Mutex::new(Some(interest)),
-    };
+    let registration =
+      Registration { reactor: self.clone(), token, fd: fd.clone(), interest: Mutex::new(Some(interest)) };
     let source = Arc::new_cyclic(|this| build(registration, this));
     let weak: Weak<dyn Source> = Arc::downgrade(&source) as Weak<dyn Source>;
     if let Some(slot) = lock(&self.slab).slot(token) {
@@ -295,10 +274,7 @@ impl Reactor {
 /// the panic is reported to that source, which gives up its fd.
 fn contain(source: &dyn Source, readiness: Readiness) {
   if let Err(cause) = panic::catch_unwind(AssertUnwindSafe(|| source.ready(readiness))) {
-    let what = cause
-      .downcast_ref::<&str>()
-      .map(|s| s.to_string())
-      .or_else(|| cause.downcast_ref::<String>().cloned());
+    let what = cause.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| cause.downcast_ref::<String>().cloned());
     let reason = format!("internal error in rust-cluster: {}", what.unwrap_or_default());
     let reported = panic::catch_unwind(AssertUnwindSafe(|| source.failed(reason)));
     drop(reported);
@@ -336,22 +312,15 @@ mod tests {
 
   fn setup(panics: bool) -> (Arc<Reactor>, Arc<Probe>, Arc<Counted>, OwnedFd) {
     let reactor = Arc::new(Reactor::new().unwrap());
-    let probe = Arc::new(Probe {
-      panics,
-      ..Probe::default()
-    });
+    let probe = Arc::new(Probe { panics, ..Probe::default() });
     let (source, peer) = add(&reactor, &probe);
     (reactor, probe, source, peer)
   }
 
   fn add(reactor: &Arc<Reactor>, probe: &Arc<Probe>) -> (Arc<Counted>, OwnedFd) {
     let (ours, peer) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC).unwrap();
-    let source = reactor
-      .register(Arc::new(ours), Interest::READ, |io, _| Counted {
-        probe: probe.clone(),
-        io,
-      })
-      .unwrap();
+    let source =
+      reactor.register(Arc::new(ours), Interest::READ, |io, _| Counted { probe: probe.clone(), io }).unwrap();
     (source, peer)
   }
 
@@ -369,11 +338,7 @@ mod tests {
     assert_eq!(turn(&reactor), 0, "not reading: the unread byte is not reported");
     source.io.set_read(true);
     turn(&reactor);
-    assert_eq!(
-      probe.ready.load(Ordering::Relaxed),
-      2,
-      "level-triggered: reported again"
-    );
+    assert_eq!(probe.ready.load(Ordering::Relaxed), 2, "level-triggered: reported again");
   }
 
   #[test]
@@ -403,11 +368,7 @@ mod tests {
     assert_eq!(lock(&probe.failed).len(), 1);
     assert!(lock(&probe.failed)[0].ends_with("boom"), "the reason names the panic");
     assert_eq!(other.ready.load(Ordering::Relaxed), 1);
-    assert_eq!(
-      turn(&reactor),
-      1,
-      "the failed source gave up its fd; the other is still readable"
-    );
+    assert_eq!(turn(&reactor), 1, "the failed source gave up its fd; the other is still readable");
   }
 
   #[test]

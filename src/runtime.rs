@@ -78,13 +78,7 @@ impl Runtime {
 
   fn channel_options(&self, id: u32, mode: Mode, limit: usize, worker: bool) -> channel::Options {
     let control = worker.then(|| self.cluster.control());
-    channel::Options {
-      id,
-      mode,
-      limit,
-      sink: self.sink.clone(),
-      control,
-    }
+    channel::Options { id, mode, limit, sink: self.sink.clone(), control }
   }
 
   pub fn spawn(&self, plan: spawn::Options, ipc: Option<Ipc>) -> Result<Spawned, SpawnError> {
@@ -96,12 +90,8 @@ impl Runtime {
       let channel = match &ipc {
         Some(ipc) => {
           let fd = pipes[ipc.index].take().expect("an ipc entry has a parent end");
-          let channel = Channel::open(
-            &self.reactor,
-            fd,
-            self.channel_options(id, ipc.mode, ipc.limit, ipc.worker),
-          )
-          .map_err(|e| SpawnError::Setup("ipc channel", e))?;
+          let channel = Channel::open(&self.reactor, fd, self.channel_options(id, ipc.mode, ipc.limit, ipc.worker))
+            .map_err(|e| SpawnError::Setup("ipc channel", e))?;
           if ipc.worker {
             self.cluster.attach(&channel);
           }

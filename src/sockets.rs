@@ -22,28 +22,13 @@ pub struct Tcp {
 pub fn bind_tcp(spec: &Tcp) -> Result<OwnedFd, Errno> {
   match spec.ip {
     Some(ip) => bind_inet(SocketAddr::new(ip, spec.port), SockType::Stream, spec),
-    None => bind_inet(
-      SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), spec.port),
-      SockType::Stream,
-      spec,
-    )
-    .or_else(|_| {
-      bind_inet(
-        SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), spec.port),
-        SockType::Stream,
-        spec,
-      )
-    }),
+    None => bind_inet(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), spec.port), SockType::Stream, spec)
+      .or_else(|_| bind_inet(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), spec.port), SockType::Stream, spec)),
   }
 }
 
 pub fn bind_udp(ip: IpAddr, port: u16, ipv6_only: bool, reuse_addr: bool) -> Result<OwnedFd, Errno> {
-  let spec = Tcp {
-    ip: Some(ip),
-    port,
-    ipv6_only,
-    reuse_port: false,
-  };
+  let spec = Tcp { ip: Some(ip), port, ipv6_only, reuse_port: false };
   let fd = socket_for(&SocketAddr::new(ip, port), SockType::Datagram)?;
   if reuse_addr {
     setsockopt(&fd, sockopt::ReuseAddr, &true)?;
@@ -58,11 +43,7 @@ fn bind_inet(addr: SocketAddr, kind: SockType, spec: &Tcp) -> Result<OwnedFd, Er
 }
 
 fn socket_for(addr: &SocketAddr, kind: SockType) -> Result<OwnedFd, Errno> {
-  let family = if addr.is_ipv6() {
-    AddressFamily::Inet6
-  } else {
-    AddressFamily::Inet
-  };
+  let family = if addr.is_ipv6() { AddressFamily::Inet6 } else { AddressFamily::Inet };
   socket::socket(family, kind, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)
 }
 
@@ -81,12 +62,8 @@ fn bind_addr(fd: OwnedFd, addr: SocketAddr, spec: &Tcp, reuse_port: bool) -> Res
 }
 
 pub fn bind_pipe(path: &str, readable_all: bool, writable_all: bool) -> Result<OwnedFd, Errno> {
-  let fd = socket::socket(
-    AddressFamily::Unix,
-    SockType::Stream,
-    SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-    None,
-  )?;
+  let fd =
+    socket::socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)?;
   bind(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
   if readable_all || writable_all {
     let mode = 0o600 | if readable_all { 0o044 } else { 0 } | if writable_all { 0o022 } else { 0 };

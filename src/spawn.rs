@@ -85,12 +85,7 @@ fn fork_exec(opts: &Options) -> Result<Spawned, Errno> {
   let argv = cstrings(&opts.args)?;
   let envp = cstrings(&opts.env)?;
   let candidates = cstrings(&executable_candidates(&opts.file, &opts.env))?;
-  let cwd = opts
-    .cwd
-    .as_deref()
-    .map(CString::new)
-    .transpose()
-    .map_err(|_| Errno::EINVAL)?;
+  let cwd = opts.cwd.as_deref().map(CString::new).transpose().map_err(|_| Errno::EINVAL)?;
   let argv_ptrs = null_terminated(&argv);
   let envp_ptrs = null_terminated(&envp);
 
@@ -338,31 +333,15 @@ fn executable_candidates(file: &str, env: &[String]) -> Vec<String> {
     .map(str::to_owned)
     .or_else(|| std::env::var("PATH").ok())
     .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".to_owned());
-  path
-    .split(':')
-    .map(|dir| {
-      if dir.is_empty() {
-        file.to_owned()
-      } else {
-        format!("{dir}/{file}")
-      }
-    })
-    .collect()
+  path.split(':').map(|dir| if dir.is_empty() { file.to_owned() } else { format!("{dir}/{file}") }).collect()
 }
 
 fn cstrings(items: &[String]) -> Result<Vec<CString>, Errno> {
-  items
-    .iter()
-    .map(|s| CString::new(s.as_bytes()).map_err(|_| Errno::EINVAL))
-    .collect()
+  items.iter().map(|s| CString::new(s.as_bytes()).map_err(|_| Errno::EINVAL)).collect()
 }
 
 fn null_terminated(items: &[CString]) -> Vec<*const libc::c_char> {
-  items
-    .iter()
-    .map(|s| s.as_ptr())
-    .chain(std::iter::once(std::ptr::null()))
-    .collect()
+  items.iter().map(|s| s.as_ptr()).chain(std::iter::once(std::ptr::null())).collect()
 }
 
 fn set_nonblocking(fd: RawFd) -> Result<(), Errno> {

@@ -73,27 +73,18 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
   fn err(&self, reason: &'static str) -> DecodeError {
-    DecodeError {
-      offset: self.pos,
-      reason,
-    }
+    DecodeError { offset: self.pos, reason }
   }
 
   fn byte(&mut self) -> Result<u8> {
-    let b = *self
-      .buf
-      .get(self.pos)
-      .ok_or_else(|| self.err("unexpected end of input"))?;
+    let b = *self.buf.get(self.pos).ok_or_else(|| self.err("unexpected end of input"))?;
     self.pos += 1;
     Ok(b)
   }
 
   fn bytes(&mut self, n: usize) -> Result<&'a [u8]> {
-    let end = self
-      .pos
-      .checked_add(n)
-      .filter(|&end| end <= self.buf.len())
-      .ok_or_else(|| self.err("length exceeds input"))?;
+    let end =
+      self.pos.checked_add(n).filter(|&end| end <= self.buf.len()).ok_or_else(|| self.err("length exceeds input"))?;
     let bytes = &self.buf[self.pos..end];
     self.pos = end;
     Ok(bytes)
@@ -141,11 +132,7 @@ impl<'a> Reader<'a> {
 
   fn peek_tag(&mut self) -> Result<u8> {
     self.skip_padding();
-    self
-      .buf
-      .get(self.pos)
-      .copied()
-      .ok_or_else(|| self.err("unexpected end of input"))
+    self.buf.get(self.pos).copied().ok_or_else(|| self.err("unexpected end of input"))
   }
 }
 
@@ -182,17 +169,11 @@ impl<'a> Decoder<'a> {
 
   fn run(mut self) -> Result<(Value, Vec<bool>)> {
     if self.r.byte()? != 0xFF {
-      return Err(DecodeError {
-        offset: 0,
-        reason: "missing header",
-      });
+      return Err(DecodeError { offset: 0, reason: "missing header" });
     }
     let version = self.r.varint()?;
     if !(MIN_VERSION..=u32::from(VERSION)).contains(&version) {
-      return Err(DecodeError {
-        offset: 1,
-        reason: "unsupported format version",
-      });
+      return Err(DecodeError { offset: 1, reason: "unsupported format version" });
     }
     // Trailing bytes are ignored, as Node's reader does.
     let value = self.value()?;
@@ -200,10 +181,7 @@ impl<'a> Decoder<'a> {
   }
 
   fn charge(&mut self, weight: usize) -> Result<()> {
-    self.budget = self
-      .budget
-      .checked_sub(weight)
-      .ok_or_else(|| self.r.err("expansion limit exceeded"))?;
+    self.budget = self.budget.checked_sub(weight).ok_or_else(|| self.r.err("expansion limit exceeded"))?;
     Ok(())
   }
 
@@ -222,11 +200,7 @@ impl<'a> Decoder<'a> {
     if self.wanted.get(id) == Some(&true) {
       let (weight, height) = measure(&value);
       self.charge(weight)?;
-      self.ids[id] = Some(Saved {
-        value: value.clone(),
-        weight,
-        height,
-      });
+      self.ids[id] = Some(Saved { value: value.clone(), weight, height });
     }
     Ok(value)
   }
@@ -274,9 +248,7 @@ impl<'a> Decoder<'a> {
       b'"' => bytes.iter().map(|&b| char::from(b)).collect(),
       b'c' => {
         let units = bytes.chunks_exact(2).map(|u| u16::from_le_bytes([u[0], u[1]]));
-        char::decode_utf16(units)
-          .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
-          .collect()
+        char::decode_utf16(units).map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER)).collect()
       }
       _ => String::from_utf8_lossy(bytes).into_owned(),
     })
@@ -501,10 +473,7 @@ impl<'a> Decoder<'a> {
       None => Ok(Value::Null),
       Some(saved) if self.depth + saved.height > MAX_DEPTH => Err(self.r.err("nesting too deep")),
       Some(saved) => {
-        self.budget = self
-          .budget
-          .checked_sub(saved.weight)
-          .ok_or_else(|| self.r.err("expansion limit exceeded"))?;
+        self.budget = self.budget.checked_sub(saved.weight).ok_or_else(|| self.r.err("expansion limit exceeded"))?;
         Ok(saved.value.clone())
       }
     }
@@ -528,10 +497,7 @@ fn number_key(n: &Number) -> String {
 
 /// Canonical array index ("0".."4294967294"), which JS treats as a number key.
 fn array_index(key: &str) -> Option<u32> {
-  key
-    .parse::<u32>()
-    .ok()
-    .filter(|&i| i != u32::MAX && i.to_string() == key)
+  key.parse::<u32>().ok().filter(|&i| i != u32::MAX && i.to_string() == key)
 }
 
 fn buffer(bytes: &[u8]) -> Value {
@@ -546,10 +512,7 @@ fn measure(value: &Value) -> (usize, usize) {
   let add = |(w, h): (usize, usize), (cw, ch): (usize, usize)| (w + cw, h.max(ch + 1));
   match value {
     Value::Array(items) => items.iter().map(measure).fold((1, 1), add),
-    Value::Object(map) => map
-      .values()
-      .map(measure)
-      .fold((1 + map.keys().map(String::len).sum::<usize>(), 1), add),
+    Value::Object(map) => map.values().map(measure).fold((1 + map.keys().map(String::len).sum::<usize>(), 1), add),
     Value::String(s) => (1 + s.len(), 0),
     _ => (1, 0),
   }
@@ -558,11 +521,8 @@ fn measure(value: &Value) -> (usize, usize) {
 /// Decimal digits of a little-endian magnitude.
 fn decimal(le: &[u8]) -> String {
   // Most significant 32-bit limb first, so one pass divides by 10^9.
-  let mut limbs: Vec<u32> = le
-    .chunks(4)
-    .rev()
-    .map(|c| c.iter().rev().fold(0, |acc, &b| acc << 8 | u32::from(b)))
-    .collect();
+  let mut limbs: Vec<u32> =
+    le.chunks(4).rev().map(|c| c.iter().rev().fold(0, |acc, &b| acc << 8 | u32::from(b))).collect();
   let mut groups = Vec::new();
   while limbs.iter().any(|&l| l != 0) {
     let mut rem = 0u64;
@@ -681,10 +641,7 @@ mod tests {
   use serde_json::json;
 
   fn hex(s: &str) -> Vec<u8> {
-    (0..s.len())
-      .step_by(2)
-      .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-      .collect()
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
   }
 
   fn assert_decodes(cases: &[(&str, Value)]) {
@@ -793,10 +750,7 @@ mod tests {
         json!({"a": {"b": [1, [2, {"c": null}], []]}, "d": []}),
       ),
       // new Map([['k', 1], [2, 'two'], [true, null]])
-      (
-        "ff0f3b22016b49024904220374776f54303a06",
-        json!({"k": 1, "2": "two", "true": null}),
-      ),
+      ("ff0f3b22016b49024904220374776f54303a06", json!({"k": 1, "2": "two", "true": null})),
       // new Set([1, 'a', null])
       ("ff0f274902220161302c03", json!([1, "a", null])),
       // a = []; a[1] = 'b'; a[4] = 2
@@ -818,15 +772,9 @@ mod tests {
     assert_decodes(&[
       ("ff0f5c000a03010203", json!({"type": "Buffer", "data": [1, 2, 3]})),
       // new Uint16Array([1, 0x1234]): raw little-endian bytes
-      (
-        "ff0f5c00040401003412",
-        json!({"type": "Buffer", "data": [1, 0, 0x34, 0x12]}),
-      ),
+      ("ff0f5c00040401003412", json!({"type": "Buffer", "data": [1, 0, 0x34, 0x12]})),
       // [new ArrayBuffer(2), 1]
-      (
-        "ff0f4102420200004902240002",
-        json!([{"type": "Buffer", "data": [0, 0]}, 1]),
-      ),
+      ("ff0f4102420200004902240002", json!([{"type": "Buffer", "data": [0, 0]}, 1])),
       // [/ab+c/gi, 1]
       ("ff0f410252220461622b63034902240002", json!([{}, 1])),
       // [TypeError('bad') with stack 'TypeError: bad\n    at x', 1]
@@ -852,10 +800,7 @@ mod tests {
     let x = json!({"x": 1});
     assert_decodes(&[
       // r = {x:1}; {a: r, b: [r, r]}
-      (
-        "ff0f6f2201616f22017849027b0122016241025e015e012400027b02",
-        json!({"a": x, "b": [x, x]}),
-      ),
+      ("ff0f6f2201616f22017849027b0122016241025e015e012400027b02", json!({"a": x, "b": [x, x]})),
       // o = {n:1}; o.self = o: the cycle cannot be expressed, so null
       ("ff0f6f22016e4902220473656c665e007b02", json!({"n": 1, "self": null})),
       // t = new TCP(); t.foo = 7; [t, t]: host object kind 1 (plain copy),
@@ -870,118 +815,24 @@ mod tests {
   #[test]
   fn rejects_malformed_payloads() {
     let cases: &[(&str, DecodeError)] = &[
-      (
-        "",
-        DecodeError {
-          offset: 0,
-          reason: "unexpected end of input",
-        },
-      ),
-      (
-        "0f30",
-        DecodeError {
-          offset: 0,
-          reason: "missing header",
-        },
-      ),
-      (
-        "ff0c30",
-        DecodeError {
-          offset: 1,
-          reason: "unsupported format version",
-        },
-      ),
-      (
-        "ff1030",
-        DecodeError {
-          offset: 1,
-          reason: "unsupported format version",
-        },
-      ),
-      (
-        "ff0f57",
-        DecodeError {
-          offset: 2,
-          reason: "unknown tag",
-        },
-      ),
-      (
-        "ff0f5e00",
-        DecodeError {
-          offset: 4,
-          reason: "unknown back reference",
-        },
-      ),
-      (
-        "ff0f6f7b01",
-        DecodeError {
-          offset: 5,
-          reason: "property count mismatch",
-        },
-      ),
-      (
-        "ff0f6f22016149022201614904 7b02",
-        DecodeError {
-          offset: 13,
-          reason: "duplicate property",
-        },
-      ),
-      (
-        "ff0f6f547b00",
-        DecodeError {
-          offset: 4,
-          reason: "invalid property key",
-        },
-      ),
-      (
-        "ff0f6303610000",
-        DecodeError {
-          offset: 4,
-          reason: "odd two-byte string length",
-        },
-      ),
-      (
-        "ff0f4105",
-        DecodeError {
-          offset: 4,
-          reason: "array longer than input",
-        },
-      ),
-      (
-        "ff0f49ffffffffff",
-        DecodeError {
-          offset: 8,
-          reason: "varint too long",
-        },
-      ),
-      (
-        "ff0f5c020000",
-        DecodeError {
-          offset: 4,
-          reason: "unknown host object kind",
-        },
-      ),
-      (
-        "ff0f5c000d00",
-        DecodeError {
-          offset: 5,
-          reason: "unknown ArrayBufferView type",
-        },
-      ),
-      (
-        "ff0f7278",
-        DecodeError {
-          offset: 4,
-          reason: "invalid error sub-tag",
-        },
-      ),
+      ("", DecodeError { offset: 0, reason: "unexpected end of input" }),
+      ("0f30", DecodeError { offset: 0, reason: "missing header" }),
+      ("ff0c30", DecodeError { offset: 1, reason: "unsupported format version" }),
+      ("ff1030", DecodeError { offset: 1, reason: "unsupported format version" }),
+      ("ff0f57", DecodeError { offset: 2, reason: "unknown tag" }),
+      ("ff0f5e00", DecodeError { offset: 4, reason: "unknown back reference" }),
+      ("ff0f6f7b01", DecodeError { offset: 5, reason: "property count mismatch" }),
+      ("ff0f6f22016149022201614904 7b02", DecodeError { offset: 13, reason: "duplicate property" }),
+      ("ff0f6f547b00", DecodeError { offset: 4, reason: "invalid property key" }),
+      ("ff0f6303610000", DecodeError { offset: 4, reason: "odd two-byte string length" }),
+      ("ff0f4105", DecodeError { offset: 4, reason: "array longer than input" }),
+      ("ff0f49ffffffffff", DecodeError { offset: 8, reason: "varint too long" }),
+      ("ff0f5c020000", DecodeError { offset: 4, reason: "unknown host object kind" }),
+      ("ff0f5c000d00", DecodeError { offset: 5, reason: "unknown ArrayBufferView type" }),
+      ("ff0f7278", DecodeError { offset: 4, reason: "invalid error sub-tag" }),
     ];
     for (bytes, expected) in cases {
-      assert_eq!(
-        decode(&hex(&bytes.replace(' ', ""))).as_ref(),
-        Err(expected),
-        "payload {bytes}"
-      );
+      assert_eq!(decode(&hex(&bytes.replace(' ', ""))).as_ref(), Err(expected), "payload {bytes}");
     }
   }
 
@@ -1117,10 +968,7 @@ mod tests {
     assert_eq!(decode(&deep(MAX_DEPTH - 300)).unwrap_err().reason, "nesting too deep");
     assert_eq!(measure(&json!({"ab": [1, {"c": "xy"}]})), (10, 3));
     // A huge sparse array is charged to the same budget.
-    assert_eq!(
-      decode(&hex("ff0f61ffffffff0f4000ffffffff0f")).unwrap_err().reason,
-      "expansion limit exceeded"
-    );
+    assert_eq!(decode(&hex("ff0f61ffffffff0f4000ffffffff0f")).unwrap_err().reason, "expansion limit exceeded");
   }
 
   #[test]
@@ -1184,11 +1032,7 @@ mod tests {
         1 => {
           let mut p = vec![0xff, 0x0f];
           for _ in 0..next() % 64 {
-            p.push(if next() % 2 == 0 {
-              tags[(next() % tags.len() as u64) as usize]
-            } else {
-              next() as u8
-            });
+            p.push(if next() % 2 == 0 { tags[(next() % tags.len() as u64) as usize] } else { next() as u8 });
           }
           p
         }
