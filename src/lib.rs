@@ -25,7 +25,7 @@ mod v8codec;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
-use napi::bindgen_prelude::{Buffer, Either, Function};
+use napi::bindgen_prelude::{Buffer, Either, Function, Uint32Array};
 use napi::Env;
 use napi_derive::napi;
 
@@ -237,11 +237,12 @@ pub struct JsEvent {
   pub kind: EventKind,
   pub id: u32,
   /// Messages: the frames back to back, as text (JSON) or bytes (advanced); `ends` says where
-  /// each ends when there is more than one (a plain array: a typed array would cost an external
-  /// buffer and its finalizer per batch).
+  /// each ends when there is more than one. A typed array costs an external buffer and its
+  /// finalizer, worth it only when shared by several messages (a plain array costs a napi call
+  /// per element).
   pub text: Option<String>,
   pub data: Option<Buffer>,
-  pub ends: Option<Vec<u32>>,
+  pub ends: Option<Uint32Array>,
   pub fd: Option<i32>,
   pub code: Option<i32>,
   pub signal: Option<i32>,
@@ -288,7 +289,7 @@ fn to_js(event: Event) -> JsEvent {
 }
 
 fn with_payload(event: JsEvent, payload: Payload) -> JsEvent {
-  let several = |ends: Vec<u32>| (ends.len() > 1).then_some(ends);
+  let several = |ends: Vec<u32>| (ends.len() > 1).then(|| ends.into());
   match payload {
     Payload::Text(text, ends) => JsEvent { text: Some(text), ends: several(ends), ..event },
     Payload::Binary(bytes, ends) => JsEvent { data: Some(bytes.into()), ends: several(ends), ..event },
