@@ -22,8 +22,9 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use nix::errno::Errno;
@@ -51,6 +52,10 @@ pub struct Cluster {
   reactor: Arc<Reactor>,
   sink: Arc<Sink>,
   policy: AtomicU32,
+  /// Whether a server's key leaves out the worker's listen index for a fixed port, so that
+  /// workers listening on one port from separate `listen()` calls share it (Node lines with
+  /// nodejs/node#60141).
+  fixed_port_keys: AtomicBool,
   /// The primary's message counter, shared by all workers as in Node.
   seq: AtomicU64,
   next_listener: AtomicU32,
@@ -150,15 +155,18 @@ fn bind_for(message: &Value, reuse_port: bool) -> Result<(OwnedFd, u16), Errno> 
   let port = message.get("port").and_then(Value::as_i64).unwrap_or(0);
   let flags = message.get("flags").and_then(Value::as_i64).unwrap_or(0);
   let ip = |text: &str| text.parse::<IpAddr>().map_err(|_| Errno::EINVAL);
+  let inherited = message.get("fd").and_then(Value::as_i64).filter(|&fd| fd >= 0);
   let fd = match message.get("addressType") {
+    // `listen({ fd })`: the worker's fd number names the same socket in the primary, as in Node.
+    _ if inherited.is_some() => sockets::duplicate(inherited.unwrap_or_default() as RawFd)?,
     Some(Value::String(family)) => {
       let default = if family == "udp6" { "::" } else { "0.0.0.0" };
       sockets::bind_udp(ip(address.unwrap_or(default))?, port as u16, flags & 1 != 0, flags & 4 != 0)?
     }
     _ if port < 0 => {
-      let path = address.ok_or(Errno::EINVAL)?;
+      let path = pipe_path(address.ok_or(Errno::EINVAL)?);
       let flag = |name: &str| message.get(name).and_then(Value::as_bool).unwrap_or(false);
-      sockets::bind_pipe(path, flag("readableAll"), flag("writableAll"))?
+      sockets::bind_pipe(&path, flag("readableAll"), flag("writableAll"))?
     }
     _ => {
       let ip = address.map(ip).transpose()?;
@@ -169,12 +177,35 @@ fn bind_for(message: &Value, reuse_port: bool) -> Result<(OwnedFd, u16), Errno> 
   Ok((fd, bound as u16))
 }
 
+/// Where the primary binds a worker's socket path. The worker sends it made absolute; Node's
+/// primary binds the shorter of that and the same path relative to its own directory, since
+/// `sun_path` holds only 107 bytes.
+fn pipe_path(address: &str) -> String {
+  let Ok(cwd) = std::env::current_dir() else { return address.to_owned() };
+  let relative = relative_path(&cwd, Path::new(address));
+  if address.len() < relative.len() {
+    address.to_owned()
+  } else {
+    relative
+  }
+}
+
+/// Node's `path.relative(from, to)` for absolute paths.
+fn relative_path(from: &Path, to: &Path) -> String {
+  let (from, to): (Vec<_>, Vec<_>) = (from.components().collect(), to.components().collect());
+  let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+  let up = std::iter::repeat_n("..".into(), from.len() - common);
+  let down = to[common..].iter().map(|part| part.as_os_str().to_string_lossy());
+  up.chain(down).collect::<Vec<_>>().join("/")
+}
+
 impl Cluster {
   pub fn new(reactor: Arc<Reactor>, sink: Arc<Sink>) -> Arc<Cluster> {
     Arc::new_cyclic(|this| Cluster {
       reactor,
       sink,
       policy: AtomicU32::new(SCHED_RR),
+      fixed_port_keys: AtomicBool::new(false),
       seq: AtomicU64::new(0),
       next_listener: AtomicU32::new(1),
       this: this.clone(),
@@ -185,6 +216,11 @@ impl Cluster {
   /// Policy for listening sockets created from now on.
   pub fn set_policy(&self, policy: u32) {
     self.policy.store(policy, Ordering::Relaxed);
+  }
+
+  /// How servers are keyed, as the running Node line keys them.
+  pub fn set_fixed_port_keys(&self, on: bool) {
+    self.fixed_port_keys.store(on, Ordering::Relaxed);
   }
 
   /// The control to open a worker's channel with.
@@ -238,12 +274,22 @@ impl Cluster {
 
   fn query_server(&self, channel: &Channel, message: &Value) {
     let get = |name: &str| message.get(name);
-    let key = ["address", "port", "addressType", "fd", "index"].map(|f| js_string(get(f))).join(":");
+    let mut fields = vec!["address", "port", "addressType", "fd"];
+    let by_port = self.fixed_port_keys.load(Ordering::Relaxed) && get("port").and_then(Value::as_i64) != Some(0);
+    if !by_port {
+      fields.push("index");
+    }
+    let key = fields.iter().map(|f| js_string(get(f))).collect::<Vec<_>>().join(":");
     let seq = get("seq").cloned().unwrap_or(Value::Null);
     let mut guard = lock(&self.state);
     let state = &mut *guard;
     if state.leaving.contains(&channel.id) {
       return;
+    }
+    // A second listen() on that port from the same worker: Node binds again and fails.
+    if by_port && state.handles.get(&key).is_some_and(|handle| handle.workers.contains(&channel.id)) {
+      let reply = object(json!({ "errno": -(Errno::EADDRINUSE as i32), "key": key, "ack": seq, "data": Value::Null }));
+      return self.send(channel, reply, None, "");
     }
     if !state.handles.contains_key(&key) {
       match self.create_handle(message) {
@@ -325,7 +371,7 @@ impl Cluster {
       Kind::RoundRobin { sockname }
     };
     let path = if message.get("port").and_then(Value::as_i64).is_some_and(|p| p < 0) {
-      message.get("address").and_then(Value::as_str).map(str::to_owned)
+      message.get("address").and_then(Value::as_str).map(pipe_path)
     } else {
       None
     };
@@ -549,6 +595,15 @@ mod tests {
     assert_eq!(dispatch.pick(), None, "both full: connections wait in the primary");
     dispatch.workers[1].1 -= 1;
     assert_eq!(dispatch.pick(), Some(1), "the worker that answered");
+  }
+
+  #[test]
+  fn relative_paths_as_node_computes_them() {
+    let rel = |from: &str, to: &str| relative_path(Path::new(from), Path::new(to));
+    assert_eq!(rel("/a/b", "/a/b/app.sock"), "app.sock");
+    assert_eq!(rel("/a/b/c", "/a/x/app.sock"), "../../x/app.sock");
+    assert_eq!(rel("/", "/tmp/s"), "tmp/s");
+    assert_eq!(rel("/a/b", "/a/b"), "");
   }
 
   mod over_channels {

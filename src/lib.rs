@@ -22,7 +22,7 @@ mod sockets;
 mod spawn;
 mod v8codec;
 
-use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::IntoRawFd;
 use std::sync::Arc;
 
 use napi::bindgen_prelude::{Buffer, Either, Function, Uint32Array};
@@ -166,7 +166,7 @@ pub fn spawn(env: Env, options: SpawnOptions) -> napi::Result<SpawnResult> {
 /// channel between unrelated processes; returns the channel id.
 #[napi(catch_unwind)]
 pub fn open_channel(env: Env, fd: i32, serialization: Serialization, max_message_size: f64) -> napi::Result<u32> {
-  let socket = duplicate(fd).map_err(|e| errno_error(e, "dup"))?;
+  let socket = sockets::duplicate(fd).map_err(|e| errno_error(e, "dup"))?;
   runtime(&env)?
     .open_channel(socket, serialization.into(), max_message_size as usize)
     .map_err(|e| errno_error(e, "ipc channel"))
@@ -176,7 +176,7 @@ pub fn open_channel(env: Env, fd: i32, serialization: Serialization, max_message
 /// child's own end): a child's process.send() batched like the parent's. Returns the channel id.
 #[napi(catch_unwind)]
 pub fn open_writer(env: Env, fd: i32, serialization: Serialization) -> napi::Result<u32> {
-  let socket = duplicate(fd).map_err(|e| errno_error(e, "dup"))?;
+  let socket = sockets::duplicate(fd).map_err(|e| errno_error(e, "dup"))?;
   runtime(&env)?.open_writer(socket, serialization.into()).map_err(|e| errno_error(e, "ipc writer"))
 }
 
@@ -191,7 +191,7 @@ pub fn write(env: Env, id: u32, data: Either<String, Buffer>) -> napi::Result<i6
 #[napi(catch_unwind)]
 pub fn write_handle(env: Env, id: u32, frame: Either<String, Buffer>, fd: i32) -> napi::Result<i64> {
   let channel = runtime(&env)?.channel(id);
-  let result = duplicate(fd).and_then(|handle| {
+  let result = sockets::duplicate(fd).and_then(|handle| {
     channel.map_or(Err(nix::errno::Errno::EPIPE), |c| c.write(bytes_of(frame), Some(Arc::new(handle))))
   });
   Ok(queued_or_errno(result))
@@ -201,6 +201,13 @@ pub fn write_handle(env: Env, id: u32, frame: Either<String, Buffer>, fd: i32) -
 #[napi(catch_unwind)]
 pub fn set_scheduling_policy(env: Env, policy: u32) -> napi::Result<()> {
   runtime(&env)?.cluster.set_policy(policy);
+  Ok(())
+}
+
+/// Whether servers are keyed without the listen index for a fixed port (the running Node line's rule).
+#[napi(catch_unwind)]
+pub fn set_fixed_port_keys(env: Env, on: bool) -> napi::Result<()> {
+  runtime(&env)?.cluster.set_fixed_port_keys(on);
   Ok(())
 }
 
@@ -308,16 +315,6 @@ fn queued_or_errno(result: Result<usize, nix::errno::Errno>) -> i64 {
     Ok(queued) => queued as i64,
     Err(errno) => -(errno as i64),
   }
-}
-
-fn duplicate(fd: RawFd) -> Result<OwnedFd, nix::errno::Errno> {
-  // SAFETY: F_DUPFD_CLOEXEC on a caller-supplied fd; failure is reported, never assumed.
-  let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
-  if copy < 0 {
-    return Err(nix::errno::Errno::last());
-  }
-  // SAFETY: `copy` is a new fd that nothing else owns.
-  Ok(unsafe { OwnedFd::from_raw_fd(copy) })
 }
 
 fn errno_error(errno: nix::errno::Errno, what: &str) -> napi::Error {

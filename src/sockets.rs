@@ -3,7 +3,7 @@
 //! sets it, unix paths as given.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 use nix::sys::socket::{
@@ -86,4 +86,15 @@ pub fn sockname(fd: RawFd) -> Option<Value> {
   }
   let v6 = addr.as_sockaddr_in6()?;
   Some(json!({ "address": v6.ip().to_string(), "family": "IPv6", "port": v6.port() }))
+}
+
+/// A CLOEXEC duplicate of an fd that someone else owns.
+pub fn duplicate(fd: RawFd) -> Result<OwnedFd, Errno> {
+  // SAFETY: F_DUPFD_CLOEXEC on a caller-supplied fd; failure is reported, never assumed.
+  let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+  if copy < 0 {
+    return Err(Errno::last());
+  }
+  // SAFETY: `copy` is a new fd that nothing else owns.
+  Ok(unsafe { OwnedFd::from_raw_fd(copy) })
 }

@@ -25,13 +25,14 @@ function killIfFixture(pid, dir) {
   }
 }
 
-// Starts `node [...execArgv] file [...args]` in `cwd` (the project root by default).
-function startFixture(t, file, { env = {}, args = [], execArgv = [], cwd = ROOT } = {}) {
+// Starts `node [...execArgv] file [...args]` in `cwd` (the project root by default); `fds` go to
+// the program as fds 3 and up.
+function startFixture(t, file, { env = {}, args = [], execArgv = [], cwd = ROOT, fds = [] } = {}) {
   const name = path.basename(file);
   const child = spawn(process.execPath, [...execArgv, file, ...args], {
     cwd,
     env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: ['ignore', 'pipe', 'pipe', ...fds],
   });
   const fixture = { child, reports: [], stderr: '', pids: new Set([child.pid]), closed: false };
   readline.createInterface({ input: child.stdout }).on('line', (line) => {
