@@ -326,6 +326,36 @@ test('no keepOpen: the parent\'s socket is detached and its fd closed after the 
   await peerEnded;
 });
 
+// Node's parent asks the child (NODE_SOCKET_GET_COUNT / NODE_SOCKET_NOTIFY_CLOSE) about sockets it
+// sent from a server: the server still counts them, and closes only once the child has closed them.
+test("sockets sent from a server stay counted by it: getConnections() asks the child, close() waits for the child's copies", { timeout: 20_000 }, async (t) => {
+  const { child, expect } = await forkChild(t);
+  const server = net.createServer();
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const sent = [];
+  server.on('connection', (socket) => sent.push(send(child, { op: 'socket', id: 20 + sent.length }, socket)));
+  const clients = [0, 1].map(() => net.connect(server.address().port, '127.0.0.1'));
+  t.after(() => clients.forEach((c) => c.destroy()));
+  await expect('got', 20);
+  await expect('got', 21);
+  await Promise.all(sent);
+  const count = () => new Promise((resolve, reject) => server.getConnections((err, n) => (err ? reject(err) : resolve(n))));
+  assert.equal(await count(), 2, "the child's two sockets");
+
+  child.send({ op: 'close', id: 20 });
+  await expect('closed', 20);
+  // The child counts a socket as closed on its 'close' event, just after it reports.
+  await until(async () => (await count()) === 1, { what: 'the count to drop to 1' });
+
+  let closed = false;
+  server.close(() => { closed = true; });
+  // A round trip to the child after the close() asked it: the server waits for socket 21.
+  await count();
+  assert.equal(closed, false, "'close' waits for the child's last socket");
+  child.send({ op: 'close', id: 21 });
+  await until(() => closed, { what: "the server's 'close'" });
+});
+
 test('no keepOpen: the child\'s copy is closed after the parent acknowledges the handle', { timeout: 20_000 }, async (t) => {
   const { child, expect } = await forkChild(t);
   const peerSrv = await peerServer(t);

@@ -57,6 +57,8 @@ class Endpoint extends EventEmitter {
     this._codec = serialization.json;
     this._channelRef = false;
     this._out = new Outbox();
+    // Per handle sent and not yet ACKed: the handle of a socket handed over without keepOpen,
+    // closed once the peer has its copy (undefined for other handles).
     this._handlesInFlight = [];
     // Incoming: decoded items waiting to be emitted, one per step, in order.
     this._inbox = [];
@@ -65,6 +67,8 @@ class Endpoint extends EventEmitter {
     this._waitingForHandle = false;
     this._gone = false;
     this._socketLists = new handles.ReceivedSockets((reply) => this.connected && this.send(reply));
+    // Per server key: the sockets sent from that server (see handles.SentSockets).
+    this._sentSockets = new Map();
   }
 
   // Binds this object to native channel `id`, open and ref'd.
@@ -115,12 +119,34 @@ class Endpoint extends EventEmitter {
       return false;
     }
     const keepOpen = Boolean(options?.keepOpen);
-    if (type === 'net.Socket' && !keepOpen) {
-      // Node stops reading at once so no data meant for the receiver is consumed here.
-      handle._handle?.readStop?.();
-    }
-    if (this._out.writeHandle(envelope, fd, callback) >= 0) this._handlesInFlight.push({ handle, type, keepOpen });
+    const raw = type === 'net.Socket' ? this._detachSocket(handle, envelope.key, keepOpen) : undefined;
+    if (this._out.writeHandle(envelope, fd, callback) >= 0) this._handlesInFlight.push(raw);
+    else raw?.close();
     return this._out.underHighWater();
+  }
+
+  // As Node hands over a socket: its server counts it through the receiver from now on, and
+  // unless kept open the socket object lets go of its handle, closed once the peer has its copy.
+  // Returns that handle. (Node only drops what the handle still reads; stopping the reading keeps
+  // it for the receiver.)
+  _detachSocket(socket, key, keepOpen) {
+    const { server } = socket;
+    if (server) {
+      let list = this._sentSockets.get(key);
+      if (list === undefined) {
+        list = new handles.SentSockets(this, key);
+        this._sentSockets.set(key, list);
+        server._setupWorker(list);
+      }
+      if (!keepOpen) server._connections--;
+    }
+    if (keepOpen) return undefined;
+    const raw = socket._handle;
+    raw.readStop?.();
+    raw.onread = () => {};
+    socket._handle = null;
+    socket.setTimeout(0);
+    return raw;
   }
 
   disconnect() {
@@ -146,9 +172,7 @@ class Endpoint extends EventEmitter {
     this.channel = null;
     this._setChannelRef(false);
     this._out.abandon(errors.ERR_IPC_CHANNEL_CLOSED());
-    for (const { handle, type, keepOpen } of this._handlesInFlight.splice(0)) {
-      if (type === 'net.Socket' && !keepOpen) handle.destroy();
-    }
+    for (const raw of this._handlesInFlight.splice(0)) raw?.close();
     process.nextTick(() => {
       this.emit('disconnect');
       this._maybeClose();
@@ -176,8 +200,7 @@ class Endpoint extends EventEmitter {
         return;
       case EventKind.Acked:
       case EventKind.Lost: {
-        const sent = this._handlesInFlight.shift();
-        if (sent && sent.type === 'net.Socket' && !sent.keepOpen) sent.handle.destroy();
+        this._handlesInFlight.shift()?.close();
         if (event.kind === EventKind.Lost) {
           process.emitWarning('Handle did not reach the receiving process correctly', 'SentHandleNotReceivedWarning');
         }

@@ -38,6 +38,7 @@ const errors = {
   ERR_IPC_ONE_PIPE: () => nodeError(Error, 'ERR_IPC_ONE_PIPE', 'Child process can have only one IPC pipe'),
   ERR_CHILD_PROCESS_IPC_REQUIRED: (name) =>
     nodeError(Error, 'ERR_CHILD_PROCESS_IPC_REQUIRED', `Forked processes must have an IPC channel, missing value 'ipc' in ${name}`),
+  ERR_CHILD_CLOSED_BEFORE_REPLY: () => nodeError(Error, 'ERR_CHILD_CLOSED_BEFORE_REPLY', 'Child closed before reply received'),
   ERR_INVALID_HANDLE_TYPE: () => nodeError(TypeError, 'ERR_INVALID_HANDLE_TYPE', 'This handle type cannot be sent'),
   ERR_IPC_MESSAGE: (detail) => nodeError(Error, 'ERR_IPC_MESSAGE', `Invalid message on the IPC channel: ${detail}`),
   ERR_SOCKET_BAD_PORT: (name, port) =>

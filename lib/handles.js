@@ -2,6 +2,7 @@
 // Handles (fds) across the channel: what an outgoing handle is and which fd it holds, and the
 // Node object an incoming fd becomes. The envelope and its `type` strings are Node's own, so a
 // stock Node peer sends and receives them unchanged.
+const EventEmitter = require('events');
 const net = require('net');
 const dgram = require('dgram');
 const { errors } = require('./errors');
@@ -95,4 +96,44 @@ class ReceivedSockets {
   }
 }
 
-module.exports = { describeOutgoing, adoptIncoming, ReceivedSockets };
+// The sending side of the same bookkeeping: sockets sent from one server through one channel.
+// The server (`_setupWorker`) counts them through this list from then on: `getConnections()` asks
+// the receiver how many are still open, and `close()` waits for the receiver to close them all.
+class SentSockets extends EventEmitter {
+  constructor(channel, key) {
+    super();
+    this.key = key;
+    this._channel = channel;
+    channel.once('exit', () => this.emit('exit', this));
+  }
+
+  getConnections(callback) {
+    this._ask('NODE_SOCKET_GET_COUNT', 'NODE_SOCKET_COUNT', false, (err, reply) => callback(err, reply?.count));
+  }
+
+  close(callback) {
+    this._ask('NODE_SOCKET_NOTIFY_CLOSE', 'NODE_SOCKET_ALL_CLOSED', true, callback);
+  }
+
+  // Sends `cmd` and calls back with the peer's `answer` for this key, or an error if the channel
+  // closes first. A failed send is the channel's 'error' unless `quiet`.
+  _ask(cmd, answer, quiet, callback) {
+    const channel = this._channel;
+    const onReply = (message) => {
+      if (message.cmd !== answer || message.key !== this.key) return;
+      channel.removeListener('internalMessage', onReply);
+      channel.removeListener('disconnect', onClose);
+      callback(null, message);
+    };
+    const onClose = () => {
+      channel.removeListener('internalMessage', onReply);
+      callback(errors.ERR_CHILD_CLOSED_BEFORE_REPLY());
+    };
+    if (!channel.connected) return onClose();
+    channel.send({ cmd, key: this.key }, ...(quiet ? [() => {}] : []));
+    channel.on('internalMessage', onReply);
+    channel.once('disconnect', onClose);
+  }
+}
+
+module.exports = { describeOutgoing, adoptIncoming, ReceivedSockets, SentSockets };
