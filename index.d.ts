@@ -27,9 +27,14 @@ declare namespace cluster {
     interface Cluster extends NodeCluster {
         /**
          * rust-cluster addition (value 3): each worker listens on its own `SO_REUSEPORT` socket
-         * and the kernel spreads incoming connections among them.
+         * and the kernel spreads incoming connections among them. Round-robin without the core.
          */
         readonly SCHED_REUSEPORT: number;
+        /**
+         * rust-cluster addition: which implementation runs in this process, `'rust'` (the native
+         * core) or `'node'` (Node's own cluster and fork, where the platform has no core).
+         */
+        readonly implementation: 'rust' | 'node';
         readonly Worker: typeof NodeWorker;
         fork(env?: any): Worker;
         readonly worker?: Worker;

@@ -22,4 +22,5 @@ export const {
   setupPrimary,
   setupMaster,
   Worker,
+  implementation,
 } = cluster;

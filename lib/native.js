@@ -14,8 +14,9 @@ function load() {
     return require('../binding.js');
   } catch (err) {
     const hint = new Error(
-      `rust-cluster: the native core for ${process.platform}-${process.arch} is not built or cannot be loaded. ` +
-        'Build it from a checkout with `npm install` (needs a Rust toolchain: cargo), or run `npm run build`.',
+      `rust-cluster: the native core for ${process.platform}-${process.arch} is not installed or cannot be loaded. ` +
+        "Without it `rust-cluster` and `rust-cluster/child_process` are Node's own (unless RUST_CLUSTER_NATIVE=required); " +
+        '`rust-cluster/ipc` needs it. From a checkout, build it with `npm install` (needs a Rust toolchain: cargo) or `npm run build`.',
     );
     hint.code = 'ERR_RUST_CLUSTER_NATIVE_MISSING';
     hint.cause = err;
