@@ -497,6 +497,21 @@ describe('channel', () => {
     assert.equal(internal.filter((m) => m.cmd === 'NODE_CLUSTER').length, 1, 'NODE_CLUSTER reached JavaScript, not a cluster primary');
   });
 
+  // Node waits for the rest of such a frame; rust-cluster's size guard closes the channel, and must
+  // not turn that into a crash of a program that runs fine on Node.
+  test("a frame announced over maxMessageSize does not crash a parent with no 'error' listener", async (t) => {
+    const warnings = [];
+    const onWarning = (warning) => warnings.push(warning);
+    process.on('warning', onWarning);
+    t.after(() => process.off('warning', onWarning));
+    const child = forkFixture(t, 'oversized-header.js', [], { serialization: 'advanced', maxMessageSize: 1024 });
+    await Promise.all([once(child, 'exit'), once(child, 'disconnect')]);
+    if (!impl.reference) {
+      const warning = await until(() => warnings.find((w) => w.code === 'ERR_IPC_MESSAGE'), { what: 'the warning' });
+      assert.match(warning.message, /limit of 1024 bytes/);
+    }
+  });
+
   // Node's own parent crashes on a malformed frame; rust-cluster reports it instead.
   test("a malformed frame from the child is an 'error', not a crash", { skip: OURS_ONLY }, async (t) => {
     const child = forkFixture(t, 'garbage.js');

@@ -208,7 +208,8 @@ class Endpoint extends EventEmitter {
         return;
       }
       case EventKind.Error:
-        this._inbox.push(new Notice(EventKind.Error, { error: errors.ERR_IPC_MESSAGE(event.text) }));
+      case EventKind.Oversized:
+        this._inbox.push(new Notice(event.kind, { error: errors.ERR_IPC_MESSAGE(event.text) }));
         break;
       default:
         this._inbox.push(new Notice(event.kind, event));
@@ -247,6 +248,8 @@ class Endpoint extends EventEmitter {
         return this._receiveHandle(item.value);
       case EventKind.Error:
         return this._protocolError(item.value.error, item.value.raw);
+      case EventKind.Oversized:
+        return this._oversized(item.value.error);
       case EventKind.Disconnect:
         return this._channelGone();
       case EventKind.Exit:
@@ -270,6 +273,14 @@ class Endpoint extends EventEmitter {
     const err = cause.code === 'ERR_IPC_MESSAGE' ? cause : errors.ERR_IPC_MESSAGE(cause.message);
     if (raw !== undefined) err.raw = raw;
     this.emit('error', err);
+  }
+
+  // Our size guard, where Node would just wait for the rest of the frame: an 'error' for whoever
+  // listens, and for a program that does not (it would run fine on Node) a warning; the channel
+  // closes either way.
+  _oversized(err) {
+    if (this.listenerCount('error') > 0) this.emit('error', err);
+    else process.emitWarning(err);
   }
 
   _receiveHandle({ handleFrame, fd }) {

@@ -235,8 +235,12 @@ impl Channel {
 
   /// Reports `message` and closes the channel: it cannot be trusted any more.
   pub fn fail(&self, message: String) {
+    self.fail_with(Event::Error { id: self.id, message });
+  }
+
+  fn fail_with(&self, failure: Event) {
     if !self.ended.load(Ordering::Acquire) {
-      self.sink.push(Event::Error { id: self.id, message });
+      self.sink.push(failure);
       self.end_by_peer();
     }
   }
@@ -328,10 +332,10 @@ impl Channel {
         break;
       }
       reader.decoder.filled(n);
-      if let Err(message) = self.frames(reader) {
+      if let Err(failure) = self.frames(reader) {
         self.hand_over(&mut reader.batch);
         drop(guard);
-        return self.fail(message);
+        return self.fail_with(failure);
       }
     }
     self.hand_over(&mut reader.batch);
@@ -343,9 +347,11 @@ impl Channel {
     }
   }
 
-  fn frames(&self, reader: &mut Reader) -> Result<(), String> {
+  /// Acts on every complete frame; an error is the event that ends the channel.
+  fn frames(&self, reader: &mut Reader) -> Result<(), Event> {
     let Reader { decoder, pending_fd, batch } = reader;
-    while let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
+    let oversized = |e: framing::FrameError| Event::Oversized { id: self.id, message: e.to_string() };
+    while let Some(frame) = decoder.next_frame().map_err(oversized)? {
       match framing::classify(self.mode, frame) {
         Some(Internal::HandleAck) => self.on_handle_reply(true),
         Some(Internal::HandleNack) => self.on_handle_reply(false),
@@ -360,7 +366,8 @@ impl Channel {
         }
         Some(Internal::Cluster) if self.control.is_some() => {
           self.hand_over(batch);
-          let message = framing::decode_value(self.mode, frame).ok_or("malformed NODE_CLUSTER message")?;
+          let malformed = || Event::Error { id: self.id, message: "malformed NODE_CLUSTER message".into() };
+          let message = framing::decode_value(self.mode, frame).ok_or_else(malformed)?;
           if let Some(control) = &self.control {
             control.message(self, message);
           }

@@ -89,6 +89,12 @@ pub enum Event {
     id: u32,
     message: String,
   },
+  /// The peer announced or sent a frame over the channel's size limit; it is closed after this.
+  /// Node has no limit (it waits for the rest), so this is reported more gently than `Error`.
+  Oversized {
+    id: u32,
+    message: String,
+  },
   Exit {
     id: u32,
     code: Option<i32>,

@@ -72,6 +72,7 @@ pub enum EventKind {
   Lost,
   Disconnect,
   Error,
+  Oversized,
   Exit,
   Cluster,
 }
@@ -290,6 +291,7 @@ fn to_js(event: Event) -> JsEvent {
     Event::HandleLost { id } => blank(EventKind::Lost, id),
     Event::Disconnect { id } => blank(EventKind::Disconnect, id),
     Event::Error { id, message } => JsEvent { text: Some(message), ..blank(EventKind::Error, id) },
+    Event::Oversized { id, message } => JsEvent { text: Some(message), ..blank(EventKind::Oversized, id) },
     Event::Exit { id, code, signal } => JsEvent { code, signal, ..blank(EventKind::Exit, id) },
     Event::Cluster { id, json } => JsEvent { text: Some(json), ..blank(EventKind::Cluster, id) },
   }
