@@ -1,0 +1,117 @@
+// Types for `rust-cluster/supervisor`: a supervised set of cluster workers.
+import { EventEmitter } from 'events';
+import type { Worker } from 'cluster';
+
+export interface SupervisorOptions {
+    /** The worker script (cluster's `exec`). */
+    exec: string;
+    /** Its arguments. Default []. */
+    args?: string[];
+    /** Node options for the workers. Default process.execArgv; the drain preload is added. */
+    execArgv?: string[];
+    cwd?: string;
+    /** Added to process.env for each worker. */
+    env?: NodeJS.ProcessEnv;
+    silent?: boolean;
+    /** Number of workers, or 'max' (one per available CPU). Default 'max'. */
+    workers?: number | 'max';
+    /** cluster.schedulingPolicy to use; only before cluster has been set up. */
+    policy?: 'rr' | 'none' | 'reuseport';
+    /** A worker is ready at its first 'listening', or when it sends 'ready'. Default 'listening'. */
+    ready?: 'listening' | 'message';
+    /** ms a new worker has to become ready. Default 30000. */
+    readyTimeout?: number;
+    /** ms a draining worker has before it is killed. Default 10000. */
+    drainTimeout?: number;
+    /** Workers a reload replaces at a time. Default 1. */
+    reloadBatch?: number;
+    /** Restart delay in ms: min, doubling per failure up to max; back to min once a worker stayed up `reset` ms. Default { min: 100, max: 15000, reset: 30000 }. */
+    backoff?: { min?: number; max?: number; reset?: number };
+    /** More unexpected exits than this within `restartWindow` stops respawning ('crashLoop'). Default 10. */
+    maxRestarts?: number;
+    /** ms. Default 60000. */
+    restartWindow?: number;
+    /** MB of RSS above which a worker is replaced (sampled every 500 ms, two samples in a row). Default null: no limit. */
+    maxMemory?: number | null;
+    /** Tell systemd about readiness, reloads and shutdown when NOTIFY_SOCKET is set. Default false. */
+    notify?: boolean;
+    /** Serve GET /ready and GET /live on this address for health checks. Default null. */
+    probe?: { port: number; host?: string } | null;
+}
+
+export type WorkerState = 'starting' | 'ready' | 'draining';
+
+export interface WorkerStatus {
+    id: number;
+    pid: number | undefined;
+    state: WorkerState;
+    /** The reload count when the worker was started. */
+    generation: number;
+    /** Date.now() when it became ready, or null. */
+    readySince: number | null;
+}
+
+export interface SlotStatus extends Partial<WorkerStatus> {
+    slot: number;
+    /** Respawns of this slot after unexpected exits. */
+    restarts: number;
+    /** 'waiting': respawn pending after a backoff; 'stopped': empty (crash loop or shutdown). */
+    state: WorkerState | 'waiting' | 'stopped';
+}
+
+export interface SupervisorStatus {
+    state: 'idle' | 'starting' | 'running' | 'stopping' | 'stopped';
+    /** Running, not stopping, and at least one worker ready. */
+    ready: boolean;
+    crashLoop: boolean;
+    generation: number;
+    workers: SlotStatus[];
+    draining: WorkerStatus[];
+}
+
+export type SpawnReason = 'start' | 'respawn' | 'reload' | 'memory' | 'scale';
+export type DrainReason = 'reload' | 'memory' | 'scale' | 'shutdown' | 'readyTimeout' | 'replacementFailed';
+
+export interface ReloadError extends Error {
+    code: 'ERR_RUST_CLUSTER_RELOAD_FAILED';
+    /** Workers this reload had replaced before it was aborted. */
+    replaced: number;
+    cause: Error;
+}
+
+export declare class Supervisor extends EventEmitter {
+    constructor(options: SupervisorOptions);
+    readonly options: Readonly<SupervisorOptions>;
+    readonly state: SupervisorStatus['state'];
+    readonly crashLoop: boolean;
+    /** Sets up cluster and starts the workers. */
+    start(): this;
+    /** Replaces every worker (a batch at a time); rejects with a ReloadError if a replacement fails, keeping the old workers. */
+    reload(): Promise<{ replaced: number }>;
+    /** Adds or drains workers. */
+    scale(workers: number | 'max'): Promise<{ workers: number }>;
+    /** Drains every worker; resolves once all have exited. `killed`: how many the drain timeout killed. */
+    shutdown(): Promise<{ killed: number }>;
+    /** Kills every worker now. */
+    destroy(): Promise<{ killed: number }>;
+    status(): SupervisorStatus;
+
+    on(event: 'spawn', listener: (worker: Worker, info: { slot: number; reason: SpawnReason }) => void): this;
+    on(event: 'workerReady', listener: (worker: Worker, info: { slot: number }) => void): this;
+    on(event: 'ready', listener: () => void): this;
+    on(event: 'drain', listener: (worker: Worker, info: { slot: number; reason: DrainReason }) => void): this;
+    on(event: 'exit', listener: (worker: Worker, code: number | null, signal: NodeJS.Signals | null, info: { slot: number; expected: boolean; killed: boolean }) => void): this;
+    on(event: 'respawn', listener: (info: { slot: number; delay: number; failures: number }) => void): this;
+    on(event: 'crashLoop', listener: (info: { exits: number; window: number }) => void): this;
+    on(event: 'reloading', listener: (info: { generation: number }) => void): this;
+    on(event: 'reloaded', listener: (info: { generation: number; replaced: number }) => void): this;
+    on(event: 'reloadFailed', listener: (error: ReloadError) => void): this;
+    on(event: 'memoryLimit', listener: (worker: Worker, info: { slot: number; rss: number; limit: number }) => void): this;
+    on(event: 'stopping', listener: () => void): this;
+    on(event: 'stopped', listener: (info: { killed: number }) => void): this;
+    on(event: 'warning' | 'error', listener: (error: Error) => void): this;
+    on(event: string | symbol, listener: (...args: any[]) => void): this;
+}
+
+/** Starts a supervised set of workers running `options.exec`. */
+export declare function supervise(options: SupervisorOptions): Supervisor;
