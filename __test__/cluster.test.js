@@ -93,6 +93,21 @@ test('primary: isMaster/isPrimary/isWorker, no worker, SCHED_* and the default p
   assert.deepEqual(props.settings, {}, 'settings stay empty until the first setupPrimary()/fork()');
 });
 
+test("cluster.Worker is shaped as Node's: options optional, callable without new, methods on its prototype", () => {
+  const { Worker } = require('./helpers/impl').cluster;
+  const EventEmitter = require('node:events');
+  const bare = new Worker();
+  assert.deepEqual([bare.state, bare.id, bare.process, bare.exitedAfterDisconnect], ['none', 0, undefined, undefined]);
+  assert.ok(bare instanceof EventEmitter);
+  assert.ok(Worker({ id: 3, state: 'online' }) instanceof Worker, 'callable without new');
+  assert.deepEqual([Worker({ id: 3, state: 'online' }).id, Worker({ id: 3, state: 'online' }).state], [3, 'online']);
+  assert.equal(Object.getPrototypeOf(Worker), EventEmitter);
+  for (const method of ['kill', 'send', 'isDead', 'isConnected', 'disconnect', 'destroy']) {
+    assert.equal(typeof Worker.prototype[method], 'function', method);
+  }
+  assert.equal(new Worker(null).id, 0);
+});
+
 test('NODE_CLUSTER_SCHED_POLICY sets the initial schedulingPolicy', { timeout: 10_000 }, async (t) => {
   for (const [value, expected] of [['none', 1], ['rr', 2]]) {
     const fx = startFixture(t, 'props', { env: { NODE_CLUSTER_SCHED_POLICY: value } });

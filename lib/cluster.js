@@ -11,49 +11,54 @@ const { errors } = require('./errors');
 const { SCHED_NONE, SCHED_RR, SCHED_REUSEPORT } = binding;
 const POLICIES = { none: SCHED_NONE, rr: SCHED_RR, reuseport: SCHED_REUSEPORT };
 
-class Worker extends EventEmitter {
-  constructor({ id, process: proc, state = 'none' }) {
-    super();
-    this.exitedAfterDisconnect = undefined;
-    this.state = state;
-    this.id = id | 0;
-    this.process = proc;
-    proc.on('error', (code, signal) => this.emit('error', code, signal));
-    proc.on('message', (message, handle) => this.emit('message', message, handle));
+// Shaped as Node's: callable with or without `new`, options optional, methods on the prototype.
+function Worker(options) {
+  if (!(this instanceof Worker)) return new Worker(options);
+  EventEmitter.call(this);
+  if (options === null || typeof options !== 'object') options = {};
+  this.exitedAfterDisconnect = undefined;
+  this.state = options.state || 'none';
+  this.id = options.id | 0;
+  if (options.process) {
+    this.process = options.process;
+    this.process.on('error', (code, signal) => this.emit('error', code, signal));
+    this.process.on('message', (message, handle) => this.emit('message', message, handle));
   }
+}
+Object.setPrototypeOf(Worker.prototype, EventEmitter.prototype);
+Object.setPrototypeOf(Worker, EventEmitter);
 
-  // The name Node used before v6 (DEP0007); the seed still reads it.
-  get suicide() {
+// The name Node used before v6 (DEP0007); the seed still reads it.
+Object.defineProperty(Worker.prototype, 'suicide', {
+  get() {
     return this.exitedAfterDisconnect;
-  }
+  },
+  configurable: true,
+});
 
+Object.assign(Worker.prototype, {
   send(...args) {
     return this.process.send(...args);
-  }
-
+  },
   isDead() {
     return this.process.exitCode != null || this.process.signalCode != null;
-  }
-
+  },
   isConnected() {
     return this.process.connected;
-  }
-
+  },
   disconnect() {
     this.exitedAfterDisconnect = true;
     if (this.process.connected) binding.disconnectWorker(this.process._id);
     removeWorker(this);
     return this;
-  }
-
+  },
   destroy(signo) {
     this.process.kill(signo || 'SIGTERM');
-  }
-
-  kill(signo) {
-    this.destroy(signo);
-  }
-}
+  },
+  kill(...args) {
+    this.destroy(...args);
+  },
+});
 
 const cluster = new EventEmitter();
 const intercom = new EventEmitter();
