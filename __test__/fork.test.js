@@ -204,6 +204,23 @@ describe('options', () => {
     });
   });
 
+  // Code that matches on the text sees what Node's internal errors print.
+  test('errors print as Node\'s do: `Name [CODE]: message` from String(), the stack and inspect', (t) => {
+    const err = (() => {
+      try {
+        forkFixture(t, 'echo.js', [], { stdio: ['pipe', 'pipe', 'pipe', 'ipc', 'ipc'] });
+      } catch (e) {
+        return e;
+      }
+    })();
+    const expected = 'Error [ERR_IPC_ONE_PIPE]: Child process can have only one IPC pipe';
+    assert.equal(String(err), expected);
+    assert.equal(err.stack.split('\n')[0], expected);
+    assert.equal(require('node:util').inspect(err).split('\n')[0], expected);
+    assert.equal(err.name, 'Error');
+    assert.deepEqual(Object.keys(err), ['code']);
+  });
+
   test("serialization: 'advanced' carries Map, Set, BigInt, typed arrays and undefined both ways", async (t) => {
     const child = forkFixture(t, 'advanced-echo.js', [], { serialization: 'advanced' });
     const message = {

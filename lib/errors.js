@@ -3,12 +3,32 @@
 // tests match on. Node does not export its internal error constructors, so they are rebuilt here.
 const util = require('util');
 
-function nodeError(Base, code, message) {
-  const err = new Base(message);
+// One class per code, as Node has: its toString() says `RangeError [ERR_X]: message`.
+const classes = new Map();
+
+function classFor(Base, code) {
+  let NodeError = classes.get(code);
+  if (NodeError === undefined) {
+    NodeError = class extends Base {
+      toString() {
+        return `${this.name} [${code}]: ${this.message}`;
+      }
+    };
+    Object.defineProperty(NodeError, 'name', { value: Base.name });
+    classes.set(code, NodeError);
+  }
+  return NodeError;
+}
+
+// `factory` is where the stack starts, so it begins in the code that threw, as Node's do.
+function nodeError(Base, code, message, factory) {
+  const err = new (classFor(Base, code))(message);
   Object.defineProperty(err, 'code', { value: code, enumerable: true, writable: true, configurable: true });
-  // Node prints `TypeError [ERR_X]: message`; the stack's first line follows suit.
-  err.stack = err.stack.replace(/^[^:\n]*/, `${err.name} [${code}]`);
-  Error.captureStackTrace?.(err, nodeError);
+  // The stack's first line reads `RangeError [ERR_X]: message`: V8 formats it from `name`, once.
+  err.name = `${Base.name} [${code}]`;
+  Error.captureStackTrace?.(err, factory);
+  void err.stack;
+  delete err.name;
   return err;
 }
 
@@ -24,26 +44,31 @@ function describe(value) {
   return ` Received type ${typeof value} (${shown})`;
 }
 
-const errors = {
-  ERR_INVALID_ARG_TYPE: (name, expected, actual) =>
-    nodeError(TypeError, 'ERR_INVALID_ARG_TYPE', `The "${name}" argument must be ${expected}.${describe(actual)}`),
-  ERR_INVALID_ARG_VALUE: (name, value, reason = 'is invalid') =>
-    nodeError(TypeError, 'ERR_INVALID_ARG_VALUE', `The argument '${name}' ${reason}. Received ${util.inspect(value)}`),
-  ERR_OUT_OF_RANGE: (name, range, value) =>
-    nodeError(RangeError, 'ERR_OUT_OF_RANGE', `The value of "${name}" is out of range. It must be ${range}. Received ${util.inspect(value)}`),
-  ERR_MISSING_ARGS: (name) => nodeError(TypeError, 'ERR_MISSING_ARGS', `The "${name}" argument must be specified`),
-  ERR_UNKNOWN_SIGNAL: (signal) => nodeError(TypeError, 'ERR_UNKNOWN_SIGNAL', `Unknown signal: ${signal}`),
-  ERR_IPC_CHANNEL_CLOSED: () => nodeError(Error, 'ERR_IPC_CHANNEL_CLOSED', 'Channel closed'),
-  ERR_IPC_DISCONNECTED: () => nodeError(Error, 'ERR_IPC_DISCONNECTED', 'IPC channel is already disconnected'),
-  ERR_IPC_ONE_PIPE: () => nodeError(Error, 'ERR_IPC_ONE_PIPE', 'Child process can have only one IPC pipe'),
-  ERR_CHILD_PROCESS_IPC_REQUIRED: (name) =>
-    nodeError(Error, 'ERR_CHILD_PROCESS_IPC_REQUIRED', `Forked processes must have an IPC channel, missing value 'ipc' in ${name}`),
-  ERR_CHILD_CLOSED_BEFORE_REPLY: () => nodeError(Error, 'ERR_CHILD_CLOSED_BEFORE_REPLY', 'Child closed before reply received'),
-  ERR_INVALID_HANDLE_TYPE: () => nodeError(TypeError, 'ERR_INVALID_HANDLE_TYPE', 'This handle type cannot be sent'),
-  ERR_IPC_MESSAGE: (detail) => nodeError(Error, 'ERR_IPC_MESSAGE', `Invalid message on the IPC channel: ${detail}`),
-  ERR_SOCKET_BAD_PORT: (name, port) =>
-    nodeError(RangeError, 'ERR_SOCKET_BAD_PORT', `${name} should be >= 0 and < 65536. Received ${util.inspect(port)}.`),
+const ERRORS = {
+  ERR_INVALID_ARG_TYPE: [TypeError, (name, expected, actual) => `The "${name}" argument must be ${expected}.${describe(actual)}`],
+  ERR_INVALID_ARG_VALUE: [TypeError, (name, value, reason = 'is invalid') =>
+    `The ${name.includes('.') ? 'property' : 'argument'} '${name}' ${reason}. Received ${util.inspect(value)}`],
+  ERR_OUT_OF_RANGE: [RangeError, (name, range, value) => `The value of "${name}" is out of range. It must be ${range}. Received ${util.inspect(value)}`],
+  ERR_MISSING_ARGS: [TypeError, (name) => `The "${name}" argument must be specified`],
+  ERR_UNKNOWN_SIGNAL: [TypeError, (signal) => `Unknown signal: ${signal}`],
+  ERR_IPC_CHANNEL_CLOSED: [Error, () => 'Channel closed'],
+  ERR_IPC_DISCONNECTED: [Error, () => 'IPC channel is already disconnected'],
+  ERR_IPC_ONE_PIPE: [Error, () => 'Child process can have only one IPC pipe'],
+  ERR_CHILD_PROCESS_IPC_REQUIRED: [Error, (name) => `Forked processes must have an IPC channel, missing value 'ipc' in ${name}`],
+  ERR_CHILD_CLOSED_BEFORE_REPLY: [Error, () => 'Child closed before reply received'],
+  ERR_INVALID_HANDLE_TYPE: [TypeError, () => 'This handle type cannot be sent'],
+  ERR_IPC_MESSAGE: [Error, (detail) => `Invalid message on the IPC channel: ${detail}`],
+  ERR_SOCKET_BAD_PORT: [RangeError, (name, port) => `${name} should be >= 0 and < 65536. Received ${util.inspect(port)}.`],
 };
+
+// errors.ERR_X(...args) makes that error.
+const errors = {};
+for (const [code, [Base, format]] of Object.entries(ERRORS)) {
+  errors[code] = function factory(...args) {
+    return nodeError(Base, code, format(...args), factory);
+  };
+}
+
 
 // A libuv-style system error: negative errno, `code`, `syscall`, as Node's ErrnoException.
 function errnoException(errno, syscall, extra) {
