@@ -514,6 +514,30 @@ describe('channel', () => {
     assert.equal(internal.filter((m) => m.cmd === 'NODE_CLUSTER').length, 1, 'NODE_CLUSTER reached JavaScript, not a cluster primary');
   });
 
+  // Node writes a send at once, so nothing the parent does next can overtake it; rust-cluster
+  // batches a tick's sends, and must flush them first.
+  describe('a send made just before the channel ends is not overtaken', () => {
+    function lastWords(t, how) {
+      const parent = harness.spawn(process.execPath, [fixture('last-words-parent.js'), how], { stdio: ['ignore', 'pipe', 'inherit'] });
+      t.after(() => parent.exitCode === null && parent.signalCode === null && parent.kill('SIGKILL'));
+      const lines = [];
+      readline.createInterface({ input: parent.stdout }).on('line', (line) => lines.push(line));
+      return { lines, closed: once(parent.stdout, 'close') };
+    }
+
+    test('process.exit() right after send(): the child gets the message', async (t) => {
+      const { lines, closed } = lastWords(t, 'exit');
+      await closed; // the child shares the parent's stdout and leaves on 'disconnect'
+      assert.deepEqual(lines, ['got last words']);
+    });
+
+    test("kill() right after send(msg, callback): the callback gets no error", async (t) => {
+      const { lines } = lastWords(t, 'kill');
+      await until(() => lines.some((l) => l.startsWith('callback ')), { what: 'the callback' });
+      assert.ok(lines.includes('callback null'), lines.join(' | '));
+    });
+  });
+
   // Node waits for the rest of such a frame; rust-cluster's size guard closes the channel, and must
   // not turn that into a crash of a program that runs fine on Node.
   test("a frame announced over maxMessageSize does not crash a parent with no 'error' listener", async (t) => {

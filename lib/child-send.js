@@ -122,9 +122,6 @@ function install() {
     disconnecting = true;
     drain();
   };
-
-  // What this tick batched is written before the process goes, as Node's sends were.
-  process.on('exit', () => out.flush());
 }
 
 module.exports = { install };

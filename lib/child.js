@@ -55,6 +55,8 @@ class ChildProcess extends Endpoint {
   kill(sig) {
     const signal = sig === undefined ? os.constants.signals.SIGTERM : signalNumber(sig);
     if (this._exited || this._id === 0) return false;
+    // Node writes a send at once: one made before the kill reaches the child first.
+    this._out.flush();
     const errno = binding.kill(this._id, signal);
     if (errno === 0) {
       this.killed = true;

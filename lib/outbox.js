@@ -21,6 +21,13 @@ function validateMessage(message) {
   }
 }
 
+// Outboxes with a batch waiting for the end of the tick. Node writes each send at once, so a send
+// made before process.exit() leaves the process; ours are written before it goes too.
+const batching = new Set();
+process.on('exit', () => {
+  for (const outbox of batching) outbox.flush();
+});
+
 class Outbox {
   constructor() {
     this.id = 0;
@@ -61,6 +68,7 @@ class Outbox {
     if (this._batchSize >= BATCH_LIMIT) this.flush();
     else if (!this._flushScheduled) {
       this._flushScheduled = true;
+      batching.add(this);
       process.nextTick(() => this.flush());
     }
     return this._queued + this._batchSize < HIGH_WATER;
@@ -68,6 +76,7 @@ class Outbox {
 
   flush() {
     this._flushScheduled = false;
+    batching.delete(this);
     if (this._batch.length === 0 || this.id === 0) return;
     const data = this.codec.join(this._batch);
     const callbacks = this._batchCallbacks;
