@@ -1,8 +1,8 @@
 'use strict';
 // A platform with no core: rust-cluster installed from its packed tarball without the platform
-// package (as on macOS, Windows, or an architecture nobody built). `rust-cluster` and
-// `rust-cluster/child_process` give Node's own cluster and fork with the package's additions, the
-// seed's examples run on them, `rust-cluster/ipc` is a clear error, and
+// package (as on macOS, Windows, or an architecture nobody built). `rust-cluster`,
+// `rust-cluster/child_process` and the preload give Node's own cluster and fork with the
+// package's additions, the seed's examples run on them, `rust-cluster/ipc` is a clear error, and
 // RUST_CLUSTER_NATIVE=required makes a missing core one too. These run Node's built-ins in both
 // modes, so they are the same with RC_REFERENCE=node.
 const { test } = require('node:test');
@@ -30,15 +30,17 @@ function requireError(cwd, id, options) {
 
 test("without a core, require('rust-cluster') is Node's cluster with the additions: implementation 'node', reuseport falls back to round-robin, worker.suicide; fork is Node's", { timeout: 30_000 }, async (t) => {
   const project = install(t, { core: false });
-  const fx = startFixture(t, FALLBACK, { cwd: project });
-  const modules = await fx.waitFor('modules');
-  assert.deepEqual(modules, { type: 'modules', implementation: 'node', nodeCluster: true, SCHED_REUSEPORT: 3, addon: false });
-  assert.equal((await fx.waitFor('echo')).message, 'ping');
-  const listening = await fx.waitFor('listening');
-  assert.equal(listening.policy, listening.rr, 'the policy is round-robin');
-  assert.deepEqual(await fx.waitFor('exit'), { type: 'exit', suicide: true, exitedAfterDisconnect: true });
-  assert.deepEqual(await fx.exited, { code: 0, signal: null }, fx.stderr);
-  assert.equal(fx.stderr, '', 'nothing on stderr unless asked');
+  for (const preloaded of [false, true]) {
+    const fx = startFixture(t, FALLBACK, { cwd: project, ...(preloaded && { execArgv: ['-r', 'rust-cluster/register'], env: { RC_PRELOADED: '1' } }) });
+    const modules = await fx.waitFor('modules');
+    assert.deepEqual(modules, { type: 'modules', implementation: 'node', nodeCluster: true, SCHED_REUSEPORT: 3, addon: false }, `preloaded: ${preloaded}`);
+    assert.equal((await fx.waitFor('echo')).message, 'ping');
+    const listening = await fx.waitFor('listening');
+    assert.equal(listening.policy, listening.rr, 'the policy is round-robin');
+    assert.deepEqual(await fx.waitFor('exit'), { type: 'exit', suicide: true, exitedAfterDisconnect: true });
+    assert.deepEqual(await fx.exited, { code: 0, signal: null }, fx.stderr);
+    assert.equal(fx.stderr, '', 'nothing on stderr unless asked');
+  }
 });
 
 test("the fallback's SCHED_REUSEPORT is the core's", (t) => {
@@ -54,6 +56,7 @@ test('without a core, rust-cluster/ipc and RUST_CLUSTER_NATIVE=required are ERR_
     requireError(project, 'rust-cluster/ipc'),
     requireError(project, 'rust-cluster', required),
     requireError(project, 'rust-cluster/child_process', required),
+    requireError(project, 'cluster', { ...required, execArgv: ['-r', 'rust-cluster/register'] }),
   ];
   for (const err of errors) {
     assert.equal(err?.code, 'ERR_RUST_CLUSTER_NATIVE_MISSING');

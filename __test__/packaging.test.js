@@ -29,6 +29,7 @@ test('npm pack ships only what runs: the files exports and bin name, lib/ and th
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rc-pack-'));
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
   const expected = new Set(['LICENSE', 'README.md', 'binding.d.ts', 'binding.js', ...entryFiles(), ...filesUnder('lib')]);
+  assert.ok(expected.has('register.js') && expected.has('register.mjs') && expected.has('register.d.ts'), 'the preload is exported');
   assert.deepEqual(pack(ROOT, dir).files, [...expected].sort());
 });
 

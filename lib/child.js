@@ -12,6 +12,7 @@ const native = require('./native');
 const { Endpoint, DEFAULT_MAX_MESSAGE } = require('./endpoint');
 const serialization = require('./serialization');
 const { errors, errnoException, AbortError } = require('./errors');
+const preload = require('./register-children');
 
 const { binding } = native;
 const { STDIO_PIPE, STDIO_IPC, STDIO_IGNORE } = binding;
@@ -194,6 +195,8 @@ function spawnChild(modulePath, args, options, internal = {}) {
     const index = execArgv.lastIndexOf(process._eval);
     if (index > 0) execArgv = [...execArgv.slice(0, index - 1), ...execArgv.slice(index + 1)];
   }
+  const cwd = options.cwd == null ? undefined : validatePathLike(options.cwd, 'options.cwd');
+  execArgv = preload.execArgvFor(execArgv, options.env || process.env, cwd ?? process.cwd());
   const argv = [...execArgv, modulePath, ...args].map(String);
   const stdio = normalizeStdio(options);
   const serializationMode = options.serialization || 'json';
@@ -202,7 +205,6 @@ function spawnChild(modulePath, args, options, internal = {}) {
   Object.assign(extra, internal.extraEnv);
   extra.NODE_CHANNEL_FD = String(stdio.indexOf(STDIO_IPC));
   extra.NODE_CHANNEL_SERIALIZATION_MODE = serializationMode;
-  const cwd = options.cwd == null ? undefined : validatePathLike(options.cwd, 'options.cwd');
 
   const child = new ChildProcess();
   child.spawnfile = execPath;

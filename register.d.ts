@@ -1,0 +1,2 @@
+// `rust-cluster/register` is imported for its effect (a preload) and exports nothing.
+export {};
