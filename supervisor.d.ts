@@ -51,7 +51,7 @@ export interface WorkerStatus {
     readySince: number | null;
 }
 
-export interface SlotStatus extends Partial<WorkerStatus> {
+export interface SlotStatus extends Partial<Omit<WorkerStatus, 'state'>> {
     slot: number;
     /** Respawns of this slot after unexpected exits. */
     restarts: number;
