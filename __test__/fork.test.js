@@ -204,6 +204,69 @@ describe('options', () => {
     });
   });
 
+  // The checks fork() makes before it spawns anything, with Node's codes and messages on every line.
+  describe("argument checks, as the running line's fork() makes them", () => {
+    const child_process = require('node:child_process');
+    // What Node's own fork() throws for these arguments, to compare with.
+    const thrownBy = (forkFn, ...args) => {
+      try {
+        forkFn(...args);
+      } catch (err) {
+        return { name: err.name, code: err.code, message: err.message, string: String(err) };
+      }
+      return null;
+    };
+    const cases = {
+      'args that is not an array (a number)': ['m', 1],
+      'args that is not an array (a string)': ['m', 'str'],
+      'args that is not an array (a boolean)': ['m', true],
+      'a NUL byte in the module path': ['m\u0000x'],
+      'a NUL byte in an argument': ['m', ['ok', 'a\u0000b'], { execArgv: ['--no-warnings'] }],
+      'a NUL byte in execPath': ['m', [], { execPath: 'a\u0000b' }],
+      'a NUL byte in execArgv': ['m', [], { execArgv: ['a\u0000b'] }],
+      'a NUL byte in cwd': ['m', [], { cwd: 'a\u0000b' }],
+      'a NUL byte in an env key': ['m', [], { env: { 'A\u0000': '1' } }],
+      'a NUL byte in an env value': ['m', [], { env: { A: '1\u0000' } }],
+      'a timeout that is a string': ['m', [], { timeout: '100' }],
+      'a timeout that is a boolean': ['m', [], { timeout: true }],
+      'a timeout that is negative': ['m', [], { timeout: -1 }],
+      'a timeout that is not an integer': ['m', [], { timeout: 1.5 }],
+    };
+    for (const [label, args] of Object.entries(cases)) {
+      test(`${label}: the same error as Node's, thrown synchronously`, () => {
+        const expected = thrownBy(child_process.fork, ...args);
+        assert.ok(expected, 'Node throws');
+        assert.deepEqual(thrownBy(fork, ...args), expected);
+      });
+    }
+  });
+
+  // Tools (APMs, test runners) watch spawns on these channels.
+  test("a forked child is published on diagnostics_channel 'child_process' (and traced on lines that trace spawns)", async (t) => {
+    const dc = require('node:diagnostics_channel');
+    const published = [];
+    const onChild = (message) => published.push(['child_process', message.process]);
+    dc.subscribe('child_process', onChild);
+    t.after(() => dc.unsubscribe('child_process', onChild));
+    const traced = [];
+    const tracing = typeof dc.tracingChannel === 'function' ? dc.tracingChannel('child_process.spawn') : undefined;
+    const handlers = {
+      start: (m) => traced.push(['start', m.process]),
+      end: (m) => traced.push(['end', m.process]),
+      error: (m) => traced.push(['error', m.process]),
+    };
+    tracing?.subscribe(handlers);
+    t.after(() => tracing?.unsubscribe(handlers));
+    const child = forkFixture(t, 'echo.js');
+    assert.deepEqual(published, [['child_process', child]], 'published before fork() returns');
+    // Node's own spawn says whether this line traces it.
+    const probe = require('node:child_process').fork(fixture('echo.js'), [], { execArgv: [] });
+    probe.kill('SIGKILL');
+    const lineTraces = traced.some(([, p]) => p === probe);
+    if (lineTraces) assert.deepEqual(traced.filter(([, p]) => p === child).map(([kind]) => kind), ['start', 'end']);
+    else assert.deepEqual(traced, []);
+  });
+
   // Code that matches on the text sees what Node's internal errors print.
   test('errors print as Node\'s do: `Name [CODE]: message` from String(), the stack and inspect', (t) => {
     const err = (() => {

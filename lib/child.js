@@ -4,6 +4,7 @@
 // The process is spawned and reaped in Rust and its IPC channel is read and written there; this
 // file keeps Node's API: argument handling, validation, error codes, event order, ref counting.
 // The channel half (send, messages, disconnect) is the shared Endpoint.
+const dc = require('diagnostics_channel');
 const net = require('net');
 const os = require('os');
 const { fileURLToPath } = require('url');
@@ -12,11 +13,15 @@ const native = require('./native');
 const { Endpoint, DEFAULT_MAX_MESSAGE } = require('./endpoint');
 const serialization = require('./serialization');
 const { errors, errnoException, AbortError } = require('./errors');
+const nodeLine = require('./node-line');
 const preload = require('./register-children');
 
 const { binding } = native;
 const { STDIO_PIPE, STDIO_IPC, STDIO_IGNORE } = binding;
 const SPAWN_ERRORS_EMITTED = new Set(['EACCES', 'EAGAIN', 'EMFILE', 'ENFILE', 'ENOENT']);
+// Node publishes every child it spawns here, and on newer lines traces the spawn itself.
+const childProcessChannel = dc.channel('child_process');
+const spawnTrace = nodeLine.tracesSpawn ? dc.tracingChannel('child_process.spawn') : undefined;
 
 const signalNames = Object.fromEntries(Object.entries(os.constants.signals).map(([name, num]) => [num, name]));
 
@@ -109,13 +114,36 @@ class ChildProcess extends Endpoint {
   }
 }
 
+// A path as Node takes one: a string, a Uint8Array or a file: URL, without NUL bytes.
 function validatePathLike(value, name) {
   if (value instanceof URL) return fileURLToPath(value);
-  if (typeof value !== 'string') throw errors.ERR_INVALID_ARG_TYPE(name, 'of type string or an instance of URL', value);
+  if (value instanceof Uint8Array) value = Buffer.from(value).toString();
+  if (typeof value !== 'string') throw errors.ERR_INVALID_ARG_TYPE(name, 'of type string or an instance of Buffer or URL', value);
   if (value.includes('\u0000')) {
-    throw errors.ERR_INVALID_ARG_VALUE(name, value, 'must be a string without null bytes');
+    throw errors.ERR_INVALID_ARG_VALUE(name, value, 'must be a string, Uint8Array, or URL without null bytes');
   }
   return value;
+}
+
+// A NUL byte would cut the string short at exec: Node refuses it up front.
+function validateNoNul(value, name) {
+  if (typeof value === 'string' && value.includes('\u0000')) {
+    throw errors.ERR_INVALID_ARG_VALUE(name, value, 'must be a string without null bytes');
+  }
+}
+
+// fork's `timeout`, as the running line checks it.
+function validateTimeout(timeout) {
+  if (timeout == null) return;
+  if (!nodeLine.timeoutIsInteger) {
+    if (!(Number.isInteger(timeout) && timeout >= 0)) throw errors.ERR_OUT_OF_RANGE('timeout', 'an unsigned integer', timeout);
+    return;
+  }
+  if (typeof timeout !== 'number') throw errors.ERR_INVALID_ARG_TYPE('timeout', 'of type number', timeout);
+  if (!Number.isInteger(timeout)) throw errors.ERR_OUT_OF_RANGE('timeout', 'an integer', timeout);
+  if (timeout < 0 || timeout > Number.MAX_SAFE_INTEGER) {
+    throw errors.ERR_OUT_OF_RANGE('timeout', `>= 0 && <= ${Number.MAX_SAFE_INTEGER}`, timeout);
+  }
 }
 
 function validateOptions(options) {
@@ -128,10 +156,10 @@ function validateOptions(options) {
   check('gid', (v) => Number.isInteger(v) && v >= -(2 ** 31) && v < 2 ** 31, 'int32');
   check('execArgv', Array.isArray, 'an instance of Array');
   check('silent', (v) => typeof v === 'boolean', 'of type boolean');
+  validateNoNul(options.execPath, 'options.execPath');
+  (options.execArgv ?? []).forEach((arg, i) => validateNoNul(arg, `options.execArgv[${i}]`));
   serialization.validate(options.serialization);
-  if (options.timeout != null && !(Number.isInteger(options.timeout) && options.timeout >= 0)) {
-    throw errors.ERR_OUT_OF_RANGE('options.timeout', 'an integer >= 0', options.timeout);
-  }
+  validateTimeout(options.timeout);
   if (options.signal != null && !(options.signal instanceof AbortSignal)) {
     throw errors.ERR_INVALID_ARG_TYPE('options.signal', 'an instance of AbortSignal', options.signal);
   }
@@ -165,7 +193,10 @@ function envPairs(env, extra) {
   const pairs = [];
   for (const key of Object.keys(env)) {
     const value = env[key];
-    if (value !== undefined && !(key in extra)) pairs.push(`${key}=${value}`);
+    if (value === undefined) continue;
+    validateNoNul(key, `options.env['${key}']`);
+    validateNoNul(value, `options.env['${key}']`);
+    if (!(key in extra)) pairs.push(`${key}=${value}`);
   }
   for (const [key, value] of Object.entries(extra)) pairs.push(`${key}=${value}`);
   return pairs;
@@ -178,9 +209,12 @@ function fork(modulePath, args, options) {
     options = args;
     args = [];
   } else if (!Array.isArray(args)) {
-    throw errors.ERR_INVALID_ARG_VALUE('args', args);
+    throw errors.ERR_INVALID_ARG_TYPE('args', 'an instance of Array', args);
   }
   if (options != null && typeof options !== 'object') throw errors.ERR_INVALID_ARG_TYPE('options', 'of type object', options);
+  // Named by their place in the child's argv, as Node names them: after execArgv and the module.
+  const before = (options?.execArgv || process.execArgv).length + 1;
+  args.forEach((arg, i) => validateNoNul(arg, `args[${before + i}]`));
   return spawnChild(modulePath, args, { ...options });
 }
 
@@ -209,6 +243,7 @@ function spawnChild(modulePath, args, options, internal = {}) {
   const child = new ChildProcess();
   child.spawnfile = execPath;
   child.spawnargs = [options.argv0 ?? execPath, ...argv];
+  if (spawnTrace?.hasSubscribers) spawnTrace.start.publish({ process: child, options });
   const result = binding.spawn({
     file: execPath,
     args: child.spawnargs,
@@ -224,6 +259,7 @@ function spawnChild(modulePath, args, options, internal = {}) {
   });
   if (result.errno !== undefined && result.errno !== null) {
     const err = errnoException(result.errno, `spawn ${execPath}`);
+    if (spawnTrace?.hasSubscribers) spawnTrace.error.publish({ process: child, error: errnoException(result.errno, 'spawn') });
     if (!SPAWN_ERRORS_EMITTED.has(err.code)) {
       err.syscall = 'spawn';
       err.message = `spawn ${err.code}`;
@@ -241,6 +277,7 @@ function spawnChild(modulePath, args, options, internal = {}) {
       child.channel = null;
       child.emit('disconnect');
     });
+    publishSpawned(child);
     return child;
   }
   child.pid = result.pid;
@@ -249,8 +286,14 @@ function spawnChild(modulePath, args, options, internal = {}) {
   child._closesNeeded++;
   setupStdio(child, result.fds, stdio);
   setupTermination(child, options);
+  if (spawnTrace?.hasSubscribers) spawnTrace.end.publish({ process: child });
   process.nextTick(() => child.emit('spawn'));
+  publishSpawned(child);
   return child;
+}
+
+function publishSpawned(child) {
+  if (childProcessChannel.hasSubscribers) childProcessChannel.publish({ process: child });
 }
 
 function setupStdio(child, fds, stdio) {

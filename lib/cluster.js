@@ -7,6 +7,7 @@ const EventEmitter = require('events');
 const { spawnChild } = require('./child');
 const { binding } = require('./native');
 const { errors } = require('./errors');
+const nodeLine = require('./node-line');
 
 const { SCHED_NONE, SCHED_RR, SCHED_REUSEPORT } = binding;
 const POLICIES = { none: SCHED_NONE, rr: SCHED_RR, reuseport: SCHED_REUSEPORT };
@@ -76,21 +77,6 @@ function removeWorker(worker) {
   if (Object.keys(cluster.workers).length === 0) intercom.emit('disconnect');
 }
 
-// Whether the running Node line keys a worker's server without its listen index when the port
-// is fixed, so that workers listening on one port from separate listen() calls share it
-// (nodejs/node#60141: in 22.23, 24.22 and 26; earlier lines always add the index). Told by Node's
-// own primary where it can be read, by the line's version otherwise.
-function keysFixedPortsWithoutIndex() {
-  try {
-    const primary = process.binding('natives')['internal/cluster/primary'];
-    if (typeof primary === 'string') return primary.includes('message.port === 0 ?');
-  } catch {
-    // process.binding may be refused (permission model); the version decides then.
-  }
-  const [major, minor] = process.versions.node.split('.').map(Number);
-  return major >= 25 || (major === 24 && minor >= 22) || (major === 22 && minor >= 23);
-}
-
 function setupPrimary(options) {
   const settings = {
     args: process.argv.slice(2),
@@ -112,7 +98,7 @@ function setupPrimary(options) {
     }
     // Frozen from here on, as in Node.
     binding.setSchedulingPolicy(cluster.schedulingPolicy);
-    binding.setFixedPortKeys(keysFixedPortsWithoutIndex());
+    binding.setFixedPortKeys(nodeLine.keysFixedPortsWithoutIndex);
   }
   process.nextTick(() => cluster.emit('setup', settings));
 }
