@@ -29,6 +29,22 @@ class Deserializer extends v8.DefaultDeserializer {
   }
 }
 
+// Frames as the core hands them over: back to back in `data` (a string or a Buffer), frame i
+// ending at `ends[i]` (no `ends`: one frame). Appends each decoded message to `out`, or what
+// `failed(error, raw)` makes of a frame that does not decode.
+function decodeFrames(data, ends, decodeOne, out, failed) {
+  let start = 0;
+  for (const end of ends ?? [data.length]) {
+    const frame = typeof data === 'string' ? data.slice(start, end) : data.subarray(start, end);
+    start = end;
+    try {
+      out.push(decodeOne(frame));
+    } catch (error) {
+      out.push(failed(error, frame));
+    }
+  }
+}
+
 const json = {
   // One frame; throws synchronously (circular structure, BigInt) as Node's send() does.
   encode(message) {
@@ -40,21 +56,9 @@ const json = {
   size(frame) {
     return frame.length;
   },
-  // `text` holds whole lines back to back, line i ending at `ends[i]` (the core split them; no
-  // `ends` means one line). Appends each parsed message to `out`, or what `failed(error, raw)`
-  // makes of a line that does not parse.
+  // `text` holds whole lines back to back (see decodeFrames).
   decode(text, ends, out, failed) {
-    if (ends === undefined) ends = [text.length];
-    let start = 0;
-    for (const end of ends) {
-      const line = text.slice(start, end);
-      start = end;
-      try {
-        out.push(JSON.parse(line));
-      } catch (error) {
-        out.push(failed(error, line));
-      }
-    }
+    decodeFrames(text, ends, json.decodeOne, out, failed);
   },
   decodeOne(text) {
     return JSON.parse(text);
@@ -78,19 +82,9 @@ const advanced = {
   size(frame) {
     return frame.length;
   },
-  // `data` holds V8 payloads back to back, payload i ending at `ends[i]` (no `ends`: one payload).
+  // `data` holds V8 payloads back to back (see decodeFrames).
   decode(data, ends, out, failed) {
-    if (ends === undefined) ends = [data.length];
-    let start = 0;
-    for (const end of ends) {
-      const payload = data.subarray(start, end);
-      start = end;
-      try {
-        out.push(advanced.decodeOne(payload));
-      } catch (error) {
-        out.push(failed(error, payload));
-      }
-    }
+    decodeFrames(data, ends, advanced.decodeOne, out, failed);
   },
   decodeOne(payload) {
     const des = new Deserializer(payload);
