@@ -3,13 +3,13 @@
 // the same run. Every measurement is a fresh Node process (IMPL=rust|node); the implementations
 // alternate order from round to round and the table shows medians.
 //
-//   node bench/run.js [--quick] [--json] [--rounds=N] [channel latency handles fork http large]
+//   node bench/run.js [--quick] [--json] [--rounds=N] [channel latency handles fork http large reload]
 const fs = require('fs');
 const os = require('os');
 const { execFileSync } = require('child_process');
 const c = require('./common');
 
-const BENCHES = ['channel', 'latency', 'handles', 'fork', 'http', 'large'].map((n) => require(`./${n}`));
+const BENCHES = ['channel', 'latency', 'handles', 'fork', 'http', 'large', 'reload'].map((n) => require(`./${n}`));
 
 const argv = process.argv.slice(2);
 const opts = {
