@@ -94,37 +94,39 @@ test('a crash loop stops respawning, says so, and the command exits 1', async (t
   assert.equal(fs.readFileSync(count, 'utf8').length, 3);
 });
 
-test('HTTP load through three reloads (SIGHUP): not one request fails, keep-alive or Connection: close', { timeout: 60_000 }, async (t) => {
-  const version = path.join(tmpDir(t), 'version');
-  fs.writeFileSync(version, '1');
-  const { command, port } = await startServing(t, ['-w', '2'], { VERSION_FILE: version });
-  const keepAlive = startLoad({ port, mode: 'keep-alive', connections: 16 });
-  const close = startLoad({ port, mode: 'close', connections: 8 });
-  const served = () => keepAlive.stats.ok + close.stats.ok;
-  for (let reload = 2; reload <= 4; reload++) {
-    // Requests are flowing before each reload, and the reload happens under them.
-    const before = served();
-    await until(() => served() > before + 50, { what: 'requests before the reload' });
-    fs.writeFileSync(version, String(reload));
-    const from = command.lines.length;
-    command.child.kill('SIGHUP');
-    await command.waitLine(/reload complete: 2 workers replaced/, { from });
-    const after = served();
-    await until(() => served() > after + 50, { what: 'requests after the reload' });
-  }
-  const results = [await keepAlive.stop(), await close.stop()];
-  for (const stats of results) {
-    assert.deepEqual({ mode: stats.mode, failed: stats.failed, errors: stats.errors }, { mode: stats.mode, failed: 0, errors: {} });
-    // Served by all eight workers in turn, each version in turn.
-    assert.deepEqual(Object.keys(stats.versions).sort(), ['1', '2', '3', '4']);
-    assert.ok(stats.ok > 200, `${stats.mode}: only ${stats.ok} requests`);
-  }
-  t.diagnostic(`keep-alive: ${results[0].ok} ok, ${results[0].failed} failed; close: ${results[1].ok} ok, ${results[1].failed} failed`);
-  assert.equal((await get(port)).headers['x-version'], '4');
-  assert.equal(command.count(/died/), 0);
-  command.child.kill('SIGTERM');
-  assert.deepEqual(await command.exited, { code: 0, signal: null });
-});
+for (const policy of ['rr', 'reuseport', 'none']) {
+  test(`HTTP load through three reloads (SIGHUP, --policy ${policy}): not one request fails, keep-alive or Connection: close`, { timeout: 60_000 }, async (t) => {
+    const version = path.join(tmpDir(t), 'version');
+    fs.writeFileSync(version, '1');
+    const { command, port } = await startServing(t, ['-w', '2', '--policy', policy], { VERSION_FILE: version });
+    const keepAlive = startLoad({ port, mode: 'keep-alive', connections: 16 });
+    const close = startLoad({ port, mode: 'close', connections: 8 });
+    const served = () => keepAlive.stats.ok + close.stats.ok;
+    for (let reload = 2; reload <= 4; reload++) {
+      // Requests are flowing before each reload, and the reload happens under them.
+      const before = served();
+      await until(() => served() > before + 50, { what: 'requests before the reload' });
+      fs.writeFileSync(version, String(reload));
+      const from = command.lines.length;
+      command.child.kill('SIGHUP');
+      await command.waitLine(/reload complete: 2 workers replaced/, { from });
+      const after = served();
+      await until(() => served() > after + 50, { what: 'requests after the reload' });
+    }
+    const results = [await keepAlive.stop(), await close.stop()];
+    for (const stats of results) {
+      assert.deepEqual({ mode: stats.mode, failed: stats.failed, errors: stats.errors }, { mode: stats.mode, failed: 0, errors: {} });
+      // Every version served in turn: the new workers run the new code.
+      assert.deepEqual(Object.keys(stats.versions).sort(), ['1', '2', '3', '4']);
+      assert.ok(stats.ok > 200, `${stats.mode}: only ${stats.ok} requests`);
+    }
+    t.diagnostic(`${policy}: keep-alive: ${results[0].ok} ok, ${results[0].failed} failed; close: ${results[1].ok} ok, ${results[1].failed} failed`);
+    assert.equal((await get(port)).headers['x-version'], '4');
+    assert.equal(command.count(/died/), 0);
+    command.child.kill('SIGTERM');
+    assert.deepEqual(await command.exited, { code: 0, signal: null });
+  });
+}
 
 test('SIGTERM drains: a request in flight finishes, every worker leaves, exit status 0', async (t) => {
   const { command, port } = await startServing(t, ['-w', '2']);

@@ -113,7 +113,7 @@ class Supervisor extends EventEmitter {
     this._stopped = new Promise((resolve) => (this._resolveStopped = resolve));
     this.state = 'stopping';
     clearInterval(this._memoryTimer);
-    for (const slot of this._slots) clearTimeout(slot.timer);
+    this._cancelRespawns();
     for (const op of this._queue.splice(0)) op.reject(stoppedError());
     this.emit('stopping');
     for (const record of this._records.values()) this._drain(record, 'shutdown');
@@ -252,10 +252,17 @@ class Supervisor extends EventEmitter {
     while (this._exits[0] <= now - restartWindow) this._exits.shift();
     if (!this.crashLoop && this._exits.length > maxRestarts) {
       this.crashLoop = true;
-      for (const s of this._slots) clearTimeout(s.timer);
+      this._cancelRespawns();
       this.emit('crashLoop', { exits: this._exits.length, window: restartWindow });
     }
     if (!slot.replacement) this._respawnLater(slot);
+  }
+
+  _cancelRespawns() {
+    for (const slot of this._slots) {
+      clearTimeout(slot.timer);
+      slot.timer = null;
+    }
   }
 
   _respawnLater(slot) {
