@@ -1,7 +1,7 @@
 'use strict';
 // Node's built-in cluster with the reload loop users write by hand (fork a replacement, wait for
 // its 'listening', disconnect the old worker, kill it if it is still there after DRAIN_MS), run on
-// SIGHUP. WORKERS workers of bench/reload-app.js; prints READY once they listen and RELOADED after
+// SIGHUP. WORKERS workers of bench/http-server.js; prints READY once they listen and RELOADED after
 // each reload; SIGTERM disconnects them and exits.
 const cluster = require('cluster');
 const path = require('path');
@@ -9,7 +9,7 @@ const { once } = require('events');
 
 const workers = Number(process.env.WORKERS || 2);
 const drainMs = Number(process.env.DRAIN_MS || 10_000);
-cluster.setupPrimary({ exec: path.join(__dirname, 'reload-app.js') });
+cluster.setupPrimary({ exec: path.join(__dirname, 'http-server.js') });
 
 async function start() {
   const worker = cluster.fork();

@@ -1,21 +1,22 @@
 'use strict';
 // Requests lost to reloads: HTTP load on loopback (keep-alive, or Connection: close) through three
-// consecutive reloads of 2 workers of bench/reload-app.js, counting every request that failed or
+// consecutive reloads of 2 workers of bench/http-server.js, counting every request that failed or
 // was reset (the load generator is the one the supervisor's load test uses). The rust-cluster
 // column is the `rust-cluster` command reloaded with SIGHUP; the node column is, by case, Node's
 // built-in cluster with the usual hand-written reload loop (bench/reload-node-primary.js) or PM2's
 // cluster mode and `pm2 reload` (npm-installed into a temp dir on first use, never a dependency).
 const fs = require('fs');
-const net = require('net');
 const os = require('os');
 const path = require('path');
 const readline = require('readline');
 const { spawn, execFileSync } = require('child_process');
 const c = require('./common');
 const { startLoad } = require('../__test__/helpers/http-load');
+const { freePort } = require('../__test__/helpers/supervisor');
 
 const ROOT = path.join(__dirname, '..');
-const APP = path.join(__dirname, 'reload-app.js');
+// The cluster benchmark's server, whose worker half is a plain HTTP server on PORT.
+const APP = path.join(__dirname, 'http-server.js');
 const PM2_DIR = path.join(os.tmpdir(), 'rust-cluster-bench-pm2');
 const PM2 = path.join(PM2_DIR, 'node_modules', 'pm2', 'bin', 'pm2');
 const WORKERS = 2;
@@ -62,16 +63,6 @@ function cases({ quick }) {
     }
   }
   return list;
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-    server.on('error', reject);
-  });
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));

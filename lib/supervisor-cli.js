@@ -4,6 +4,7 @@
 // happens to each worker, and exits with a status that tells how it ended.
 const path = require('path');
 const { DEFAULTS, POLICIES, READY, normalize } = require('./supervisor-options');
+const { supervise, describeWorker } = require('./supervisor');
 
 const EXIT = { ok: 0, failed: 1, usage: 2, interrupted: 130 };
 
@@ -134,10 +135,6 @@ function parse(argv) {
   }
 }
 
-function describe(worker) {
-  return `worker ${worker.id} (pid ${worker.process.pid})`;
-}
-
 function exitStatus(code, signal) {
   return signal ?? `code ${code}`;
 }
@@ -145,21 +142,21 @@ function exitStatus(code, signal) {
 // Says on stderr what happens, one line per transition.
 function log(supervisor, write) {
   const say = (line) => write(`rust-cluster: ${line}\n`);
-  supervisor.on('spawn', (w, { slot, reason }) => say(`${describe(w)} started in slot ${slot} (${reason})`));
-  supervisor.on('workerReady', (w) => say(`${describe(w)} ready`));
+  supervisor.on('spawn', (w, { slot, reason }) => say(`${describeWorker(w)} started in slot ${slot} (${reason})`));
+  supervisor.on('workerReady', (w) => say(`${describeWorker(w)} ready`));
   supervisor.on('ready', () => say(`all ${supervisor.status().workers.length} workers ready`));
-  supervisor.on('drain', (w, { reason }) => say(`${describe(w)} draining (${reason})`));
+  supervisor.on('drain', (w, { reason }) => say(`${describeWorker(w)} draining (${reason})`));
   supervisor.on('exit', (w, code, signal, { expected, killed }) => {
-    if (killed) say(`${describe(w)} killed at the drain timeout`);
-    else if (expected) say(`${describe(w)} exited (${exitStatus(code, signal)})`);
-    else say(`${describe(w)} died (${exitStatus(code, signal)})`);
+    if (killed) say(`${describeWorker(w)} killed at the drain timeout`);
+    else if (expected) say(`${describeWorker(w)} exited (${exitStatus(code, signal)})`);
+    else say(`${describeWorker(w)} died (${exitStatus(code, signal)})`);
   });
   supervisor.on('respawn', ({ slot, delay }) => say(`slot ${slot} restarts in ${delay} ms`));
   supervisor.on('crashLoop', ({ exits, window }) => say(`crash loop: ${exits} unexpected exits within ${window} ms; workers are no longer restarted`));
   supervisor.on('reloading', () => say('reload started'));
   supervisor.on('reloaded', ({ replaced }) => say(`reload complete: ${replaced} workers replaced`));
   supervisor.on('reloadFailed', (err) => say(`${err.message}; the remaining workers keep serving`));
-  supervisor.on('memoryLimit', (w, { rss, limit }) => say(`${describe(w)} uses ${Math.round(rss / 2 ** 20)} MB, over ${limit / 2 ** 20} MB: replacing it`));
+  supervisor.on('memoryLimit', (w, { rss, limit }) => say(`${describeWorker(w)} uses ${Math.round(rss / 2 ** 20)} MB, over ${limit / 2 ** 20} MB: replacing it`));
   supervisor.on('stopping', () => say('shutting down: draining the workers'));
   supervisor.on('stopped', ({ killed }) => say(killed ? `stopped; ${killed} workers were killed at the drain timeout` : 'stopped; every worker drained'));
   supervisor.on('warning', (err) => say(`warning: ${err.message}`));
@@ -180,7 +177,6 @@ function main(argv = process.argv.slice(2), { stdout = process.stdout, stderr = 
     return null;
   }
 
-  const { supervise } = require('./supervisor');
   const supervisor = supervise(parsed.options);
   log(supervisor, (line) => stderr.write(line));
 

@@ -40,7 +40,7 @@ function rssBytes(pid) {
   }
 }
 
-function describe(worker) {
+function describeWorker(worker) {
   return `worker ${worker.id} (pid ${worker.process.pid})`;
 }
 
@@ -191,7 +191,7 @@ class Supervisor extends EventEmitter {
   }
 
   _onReadyTimeout(record) {
-    const err = supervisorError('ERR_RUST_CLUSTER_READY_TIMEOUT', `${describe(record.worker)} was not ready within ${this.options.readyTimeout} ms`);
+    const err = supervisorError('ERR_RUST_CLUSTER_READY_TIMEOUT', `${describeWorker(record.worker)} was not ready within ${this.options.readyTimeout} ms`);
     const { slot } = record;
     const member = slot.worker === record;
     this._drain(record, 'readyTimeout', err);
@@ -227,7 +227,7 @@ class Supervisor extends EventEmitter {
     const { slot } = record;
     const expected = record.state === 'draining';
     if (record.state === 'starting') {
-      record.reject(supervisorError('ERR_RUST_CLUSTER_WORKER_EXIT', `${describe(record.worker)} exited (${signal ?? code}) before it was ready`));
+      record.reject(supervisorError('ERR_RUST_CLUSTER_WORKER_EXIT', `${describeWorker(record.worker)} exited (${signal ?? code}) before it was ready`));
     }
     if (this.state === 'stopping' && record.killed) this._killedInShutdown++;
     this.emit('exit', record.worker, code, signal, { slot: slot.index, expected, killed: record.killed });
@@ -392,4 +392,4 @@ function supervise(options) {
   return new Supervisor(options).start();
 }
 
-module.exports = { supervise, Supervisor };
+module.exports = { supervise, Supervisor, describeWorker };
