@@ -79,11 +79,12 @@ class Outbox {
     batching.delete(this);
     if (this._batch.length === 0 || this.id === 0) return;
     const data = this.codec.join(this._batch);
+    const frames = this._batch.length;
     const callbacks = this._batchCallbacks;
     this._batch = [];
     this._batchSize = 0;
     this._batchCallbacks = [];
-    this._submit(binding.write(this.id, data), callbacks);
+    this._submit(binding.write(this.id, data, frames), callbacks);
   }
 
   // Writes a `NODE_HANDLE` frame carrying a duplicate of `fd`, after everything batched before it.

@@ -29,7 +29,7 @@
 use std::collections::VecDeque;
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use nix::errno::Errno;
@@ -84,6 +84,25 @@ pub struct Channel {
   reader: Mutex<Reader>,
   writer: Mutex<Writer>,
   flow: Mutex<Flow>,
+  traffic: Traffic,
+}
+
+/// What went through a channel, each way, since it opened.
+#[derive(Default)]
+struct Traffic {
+  frames_in: AtomicU64,
+  bytes_in: AtomicU64,
+  frames_out: AtomicU64,
+  bytes_out: AtomicU64,
+}
+
+/// A snapshot of `Traffic`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrafficStats {
+  pub frames_in: u64,
+  pub bytes_in: u64,
+  pub frames_out: u64,
+  pub bytes_out: u64,
 }
 
 struct Reader {
@@ -201,6 +220,7 @@ impl Channel {
       reader: Mutex::new(Reader { decoder: Decoder::new(mode, limit), pending_fd: None, batch: Batch::default() }),
       writer: Mutex::new(Writer::default()),
       flow: Mutex::default(),
+      traffic: Traffic::default(),
     })
   }
 
@@ -208,15 +228,34 @@ impl Channel {
     self.io.fd()
   }
 
-  /// Queues bytes (and maybe an fd) from JavaScript; returns the bytes still queued.
-  pub fn write(&self, bytes: Vec<u8>, fd: Option<Arc<OwnedFd>>) -> Result<usize, Errno> {
+  /// Queues `frames` frames (and maybe an fd) from JavaScript; returns the bytes still queued.
+  pub fn write(&self, bytes: Vec<u8>, fd: Option<Arc<OwnedFd>>, frames: u64) -> Result<usize, Errno> {
+    self.count_out(frames, bytes.len());
     self.enqueue(Chunk::new(bytes, fd, true))
   }
 
   /// Sends an internal message built on the Rust side (cluster replies, `newconn`).
   pub fn send_value(&self, value: &Value, fd: Option<Arc<OwnedFd>>) -> Result<usize, Errno> {
     let bytes = framing::encode_frame(self.mode, value);
+    self.count_out(1, bytes.len());
     self.enqueue(Chunk::new(bytes, fd, false))
+  }
+
+  fn count_out(&self, frames: u64, bytes: usize) {
+    self.traffic.frames_out.fetch_add(frames, Ordering::Relaxed);
+    self.traffic.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
+  }
+
+  /// Frames and bytes each way since the channel opened (out: as handed to the channel).
+  pub fn traffic(&self) -> TrafficStats {
+    let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+    let t = &self.traffic;
+    TrafficStats {
+      frames_in: get(&t.frames_in),
+      bytes_in: get(&t.bytes_in),
+      frames_out: get(&t.frames_out),
+      bytes_out: get(&t.bytes_out),
+    }
   }
 
   /// Closes the channel at our end: one last attempt to write what is queued, then EOF for the
@@ -332,6 +371,7 @@ impl Channel {
         break;
       }
       reader.decoder.filled(n);
+      self.traffic.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
       if let Err(failure) = self.frames(reader) {
         self.hand_over(&mut reader.batch);
         drop(guard);
@@ -352,6 +392,7 @@ impl Channel {
     let Reader { decoder, pending_fd, batch } = reader;
     let oversized = |e: framing::FrameError| Event::Oversized { id: self.id, message: e.to_string() };
     while let Some(frame) = decoder.next_frame().map_err(oversized)? {
+      self.traffic.frames_in.fetch_add(1, Ordering::Relaxed);
       match framing::classify(self.mode, frame) {
         Some(Internal::HandleAck) => self.on_handle_reply(true),
         Some(Internal::HandleNack) => self.on_handle_reply(false),
@@ -854,7 +895,7 @@ mod tests {
     turn(&reactor);
     assert!(recorder.closed.load(Ordering::Acquire), "the control hears of the close");
     assert!(matches!(&sink.take()[..], [Event::Disconnect { id: 7 }]));
-    assert_eq!(channel.write(b"x\n".to_vec(), None), Err(Errno::EPIPE));
+    assert_eq!(channel.write(b"x\n".to_vec(), None, 1), Err(Errno::EPIPE));
   }
 
   #[test]

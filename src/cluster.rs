@@ -43,6 +43,32 @@ pub const SCHED_NONE: u32 = 1;
 pub const SCHED_RR: u32 = 2;
 pub const SCHED_REUSEPORT: u32 = 3;
 
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct WorkerStats {
+  /// The worker's channel id.
+  pub id: u32,
+  /// Connections handed to it over its life.
+  pub handed: u64,
+  /// Handed and not yet accepted.
+  pub unanswered: u64,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct ServerStats {
+  /// The key workers share it by (Node's `address:port:addressType:fd[:index]`).
+  pub key: String,
+  /// Connections the primary accepted on it (round-robin, and reuseport's orphans).
+  pub accepted: u64,
+  /// Accepted connections waiting for a worker with room.
+  pub waiting: u64,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct ClusterStats {
+  pub workers: Vec<WorkerStats>,
+  pub servers: Vec<ServerStats>,
+}
+
 /// Unanswered `newconn`s per worker. Node allows one, so a worker idles for a round trip
 /// between connections; a few in flight keep it fed while the least busy worker still gets
 /// each new one.
@@ -83,6 +109,8 @@ struct Handle {
   /// Listening sockets the primary accepts on for this handle.
   listeners: Vec<Arc<Listener>>,
   dispatch: Dispatch,
+  /// Connections the primary accepted for it since it was created.
+  accepted: u64,
 }
 
 enum Kind {
@@ -117,6 +145,8 @@ struct Dispatch {
   pending: VecDeque<Arc<OwnedFd>>,
   /// Our `newconn` seq → the worker it went to and the connection, until the worker answers.
   outstanding: HashMap<u64, (u32, Arc<OwnedFd>)>,
+  /// Connections handed to each worker so far.
+  handed: HashMap<u32, u64>,
 }
 
 fn object(value: Value) -> Map<String, Value> {
@@ -243,6 +273,27 @@ impl Cluster {
     for key in handles_of(&state, id) {
       self.remove_worker(&mut state, &key, id);
     }
+  }
+
+  /// Connection figures per worker and per server, for monitoring.
+  pub fn stats(&self) -> ClusterStats {
+    let state = lock(&self.state);
+    let mut workers: HashMap<u32, WorkerStats> = HashMap::new();
+    let mut servers = Vec::new();
+    for (key, handle) in &state.handles {
+      let dispatch = &handle.dispatch;
+      for (&id, &handed) in &dispatch.handed {
+        workers.entry(id).or_insert(WorkerStats { id, ..WorkerStats::default() }).handed += handed;
+      }
+      for &(id, unanswered) in &dispatch.workers {
+        workers.entry(id).or_insert(WorkerStats { id, ..WorkerStats::default() }).unanswered += unanswered as u64;
+      }
+      servers.push(ServerStats { key: key.clone(), accepted: handle.accepted, waiting: dispatch.pending.len() as u64 });
+    }
+    let mut workers: Vec<_> = workers.into_values().collect();
+    workers.sort_by_key(|w| w.id);
+    servers.sort_by(|a, b| a.key.cmp(&b.key));
+    ClusterStats { workers, servers }
   }
 
   /// The environment is gone: every listening socket closes, socket files are removed.
@@ -375,7 +426,15 @@ impl Cluster {
     } else {
       None
     };
-    Ok(Handle { data: Value::Null, path, workers: HashSet::new(), kind, listeners, dispatch: Dispatch::default() })
+    Ok(Handle {
+      data: Value::Null,
+      path,
+      workers: HashSet::new(),
+      kind,
+      listeners,
+      dispatch: Dispatch::default(),
+      accepted: 0,
+    })
   }
 
   fn watch(&self, fd: Arc<OwnedFd>) -> Result<Arc<Listener>, Errno> {
@@ -399,6 +458,7 @@ impl Cluster {
           dispatch.workers[i].1 += 1;
           dispatch.next = i + 1;
           dispatch.outstanding.insert(seq, (worker, conn));
+          *dispatch.handed.entry(worker).or_default() += 1;
         }
         // The worker's channel just closed: out of the rotation now, before its disconnect says so.
         Err(_) => {
@@ -525,6 +585,7 @@ impl Acceptor for Cluster {
     let State { handles, listeners, workers, .. } = &mut *guard;
     let Some(key) = listeners.get(&listener) else { return };
     if let Some(handle) = handles.get_mut(key) {
+      handle.accepted += connections.len() as u64;
       handle.dispatch.pending.extend(connections.into_iter().map(Arc::new));
       self.distribute(handle, key, workers);
     }

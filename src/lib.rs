@@ -181,11 +181,13 @@ pub fn open_writer(env: Env, fd: i32, serialization: Serialization) -> napi::Res
   runtime(&env)?.open_writer(socket, serialization.into()).map_err(|e| errno_error(e, "ipc writer"))
 }
 
-/// Queues bytes on channel `id`; returns the bytes still queued, or a negative errno.
+/// Queues `frames` frames (1 if not said) on channel `id`; returns the bytes still queued, or a
+/// negative errno.
 #[napi(catch_unwind)]
-pub fn write(env: Env, id: u32, data: Either<String, Buffer>) -> napi::Result<i64> {
+pub fn write(env: Env, id: u32, data: Either<String, Buffer>, frames: Option<u32>) -> napi::Result<i64> {
   let channel = runtime(&env)?.channel(id);
-  Ok(queued_or_errno(channel.map_or(Err(nix::errno::Errno::EPIPE), |c| c.write(bytes_of(data), None))))
+  let frames = u64::from(frames.unwrap_or(1));
+  Ok(queued_or_errno(channel.map_or(Err(nix::errno::Errno::EPIPE), |c| c.write(bytes_of(data), None, frames))))
 }
 
 /// Queues a `NODE_HANDLE` frame carrying a duplicate of `fd`; the caller keeps its own fd.
@@ -193,7 +195,7 @@ pub fn write(env: Env, id: u32, data: Either<String, Buffer>) -> napi::Result<i6
 pub fn write_handle(env: Env, id: u32, frame: Either<String, Buffer>, fd: i32) -> napi::Result<i64> {
   let channel = runtime(&env)?.channel(id);
   let result = sockets::duplicate(fd).and_then(|handle| {
-    channel.map_or(Err(nix::errno::Errno::EPIPE), |c| c.write(bytes_of(frame), Some(Arc::new(handle))))
+    channel.map_or(Err(nix::errno::Errno::EPIPE), |c| c.write(bytes_of(frame), Some(Arc::new(handle)), 1))
   });
   Ok(queued_or_errno(result))
 }
@@ -237,6 +239,84 @@ pub fn kill(env: Env, id: u32, signal: i32) -> napi::Result<i32> {
   Ok(match runtime(&env)?.kill(id, signal) {
     Ok(()) => 0,
     Err(errno) => errno as i32,
+  })
+}
+
+/// Frames and bytes each way on channel `id` (a child's, a worker's or an ipc channel).
+#[napi(object)]
+pub struct ChannelStats {
+  pub id: u32,
+  pub frames_in: f64,
+  pub bytes_in: f64,
+  pub frames_out: f64,
+  pub bytes_out: f64,
+}
+
+/// A child's resident memory and CPU time, read from /proc (absent once it has gone).
+#[napi(object)]
+pub struct ChildStats {
+  pub id: u32,
+  pub pid: i32,
+  pub rss: Option<f64>,
+  pub cpu_seconds: Option<f64>,
+}
+
+/// Round-robin hand-offs to the worker on channel `id`.
+#[napi(object)]
+pub struct WorkerStats {
+  pub id: u32,
+  pub handed: f64,
+  pub unanswered: f64,
+}
+
+/// A server the primary listens on for its workers.
+#[napi(object)]
+pub struct ServerStats {
+  pub key: String,
+  pub accepted: f64,
+  pub waiting: f64,
+}
+
+#[napi(object)]
+pub struct Stats {
+  pub channels: Vec<ChannelStats>,
+  pub children: Vec<ChildStats>,
+  pub workers: Vec<WorkerStats>,
+  pub servers: Vec<ServerStats>,
+}
+
+/// Figures for monitoring, gathered without involving the children.
+#[napi(catch_unwind)]
+pub fn stats(env: Env) -> napi::Result<Stats> {
+  let stats = runtime(&env)?.stats();
+  let channels = stats.channels.into_iter().map(|(id, t)| ChannelStats {
+    id,
+    frames_in: t.frames_in as f64,
+    bytes_in: t.bytes_in as f64,
+    frames_out: t.frames_out as f64,
+    bytes_out: t.bytes_out as f64,
+  });
+  let children = stats.children.into_iter().map(|(id, pid, usage)| ChildStats {
+    id,
+    pid,
+    rss: usage.map(|u| u.rss_bytes as f64),
+    cpu_seconds: usage.map(|u| u.cpu_seconds),
+  });
+  let workers = stats.cluster.workers.into_iter().map(|w| WorkerStats {
+    id: w.id,
+    handed: w.handed as f64,
+    unanswered: w.unanswered as f64,
+  });
+  let servers = stats.cluster.servers.into_iter().map(|s| ServerStats {
+    key: s.key,
+    accepted: s.accepted as f64,
+    waiting: s.waiting as f64,
+  });
+  Ok(Stats {
+    channels: channels.collect(),
+    children: children.collect(),
+    workers: workers.collect(),
+    servers: servers.collect(),
   })
 }
 

@@ -118,11 +118,53 @@ impl Source for Child {
   }
 }
 
+/// What the kernel counts for a child: resident memory and CPU time so far.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Usage {
+  pub rss_bytes: u64,
+  pub cpu_seconds: f64,
+}
+
+impl Child {
+  /// Read from `/proc/<pid>/stat`, so the child does nothing for it; `None` once it has gone.
+  pub fn usage(&self) -> Option<Usage> {
+    if self.reaped.load(Ordering::Acquire) {
+      return None;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let (page, ticks) = unsafe { (libc::sysconf(libc::_SC_PAGESIZE), libc::sysconf(libc::_SC_CLK_TCK)) };
+    parse_stat(&stat, page.max(1) as u64, ticks.max(1) as f64)
+  }
+}
+
+/// `/proc/<pid>/stat`: after `pid (comm) ` come fields 3 on; utime and stime are 14 and 15 (clock
+/// ticks), rss is 24 (pages). The command name may hold spaces and parentheses, hence the last ')'.
+fn parse_stat(stat: &str, page: u64, ticks: f64) -> Option<Usage> {
+  let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split_whitespace().collect();
+  let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
+  Some(Usage { rss_bytes: field(24)? * page, cpu_seconds: (field(14)? + field(15)?) as f64 / ticks })
+}
+
 /// Kills and reaps a child we cannot watch, so a failed spawn leaves no process behind.
 pub fn discard(pid: i32) {
   // SAFETY: our own child, by pid; the blocking wait is short since SIGKILL cannot be caught.
   unsafe {
     libc::kill(pid, libc::SIGKILL);
     libc::waitpid(pid, std::ptr::null_mut(), 0);
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  #[test]
+  fn usage_from_a_stat_line_whose_command_has_spaces_and_parentheses() {
+    let stat = "4242 (node (worker) 1) S 1 4242 4242 0 -1 4194560 2931 0 0 0 150 50 0 0 20 0 11 0 \
+      12345 1059651584 9216 18446744073709551615 0 0 0 0 0 0 0 4096 0 0 0 0 17 1 0 0 0 0 0";
+    let usage = parse_stat(stat, 4096, 100.0).unwrap();
+    assert_eq!(usage, Usage { rss_bytes: 9216 * 4096, cpu_seconds: 2.0 });
+    assert_eq!(parse_stat("garbage", 4096, 100.0), None);
   }
 }

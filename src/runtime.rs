@@ -15,12 +15,12 @@ use std::sync::{Arc, Mutex, Weak};
 
 use nix::errno::Errno;
 
-use crate::channel::{self, Channel};
-use crate::cluster::Cluster;
+use crate::channel::{self, Channel, TrafficStats};
+use crate::cluster::{Cluster, ClusterStats};
 use crate::events::{Event, Notify, Sink};
 use crate::framing::Mode;
 use crate::lock::lock;
-use crate::process::{self, Child};
+use crate::process::{self, Child, Usage};
 use crate::reactor::{BatchEnd, Reactor};
 use crate::spawn;
 
@@ -48,6 +48,12 @@ pub struct Spawned {
   pub pid: i32,
   /// The parent's end of each 'pipe' entry, by stdio index.
   pub pipes: Vec<Option<OwnedFd>>,
+}
+
+pub struct Stats {
+  pub channels: Vec<(u32, TrafficStats)>,
+  pub children: Vec<(u32, i32, Option<Usage>)>,
+  pub cluster: ClusterStats,
 }
 
 pub enum SpawnError {
@@ -151,6 +157,13 @@ impl Runtime {
     // Closing may have queued events (a worker's disconnect) that no reactor batch will announce.
     self.sink.wake();
     completed
+  }
+
+  /// Figures for monitoring: each channel's traffic, each child's usage, the cluster's hand-offs.
+  pub fn stats(&self) -> Stats {
+    let channels = lock(&self.channels).values().map(|c| (c.id, c.traffic())).collect();
+    let children = lock(&self.children).values().map(|c| (c.id, c.pid, c.usage())).collect();
+    Stats { channels, children, cluster: self.cluster.stats() }
   }
 
   /// Everything queued since the last call, in order. A channel or child is forgotten once its
