@@ -3,13 +3,42 @@
 // RELOADING=1 and READY=1 around each reload, STOPPING=1 when it shuts down, STATUS= for people.
 //
 // A message is one datagram of VAR=VALUE lines sent to the unix socket that NOTIFY_SOCKET names.
-// Node cannot send on a unix datagram socket, so each message goes through systemd's own
-// `systemd-notify`, one process at a time so that they arrive in order. It waits until systemd has
-// read the message. Its `--pid` makes the datagram carry this process's pid (as MAINPID= and, when
-// we run as root, as the sender's credentials too, which the default NotifyAccess=main requires);
-// as another user the kernel refuses to forge the credentials and the unit needs NotifyAccess=all.
-
+// Node cannot send on a unix datagram socket: the Rust core sends it from this process, so it
+// carries this process's credentials, which the default NotifyAccess=main requires of the main
+// PID. Without the core (the fallback), each message goes through systemd's own `systemd-notify
+// --pid`, one process at a time so that they arrive in order; as a user other than root the kernel
+// refuses to forge the credentials there, and the unit needs NotifyAccess=all.
 const { spawn } = require('child_process');
+const core = require('./core');
+
+// Sends one message through the core; `fail` gets the error.
+function sendNative(socket, fields, fail) {
+  const message = Object.entries({ MAINPID: process.pid, ...fields }).map(([key, value]) => `${key}=${value}`).join('\n');
+  try {
+    require('./native').binding.notify(socket, message);
+  } catch (err) {
+    fail(err);
+  }
+  return Promise.resolve();
+}
+
+// Sends one message through `command` (systemd-notify), resolved once it has been read.
+function sendCommand(command, socket, fields, fail) {
+  return new Promise((resolve) => {
+    const args = [`--pid=${process.pid}`, ...Object.entries(fields).map(([key, value]) => `${key}=${value}`)];
+    const child = spawn(command, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NOTIFY_SOCKET: socket } });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (chunk) => (stderr += chunk));
+    child.on('error', (err) => {
+      fail(err.code === 'ENOENT' ? new Error(`NOTIFY_SOCKET is set but ${command} was not found: systemd is not notified`) : err);
+      resolve();
+    });
+    child.on('close', (code) => {
+      if (code !== 0) fail(new Error(`${command} ${args.join(' ')} exited with ${code}: ${stderr.trim()}`));
+      resolve();
+    });
+  });
+}
 
 // A function that sends `{ VAR: value }` fields and resolves once they are sent, or null when
 // there is no NOTIFY_SOCKET. A failure is reported once to `onError`, and sending stops.
@@ -22,24 +51,9 @@ function createNotifier({ socket = process.env.NOTIFY_SOCKET, command = 'systemd
     failed = true;
     onError(err);
   }
-  function sendNow(fields) {
-    return new Promise((resolve) => {
-      const args = [`--pid=${process.pid}`, ...Object.entries(fields).map(([key, value]) => `${key}=${value}`)];
-      const child = spawn(command, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NOTIFY_SOCKET: socket } });
-      let stderr = '';
-      child.stderr.setEncoding('utf8').on('data', (chunk) => (stderr += chunk));
-      child.on('error', (err) => {
-        fail(err.code === 'ENOENT' ? new Error(`NOTIFY_SOCKET is set but ${command} was not found: systemd is not notified`) : err);
-        resolve();
-      });
-      child.on('close', (code) => {
-        if (code !== 0) fail(new Error(`${command} ${args.join(' ')} exited with ${code}: ${stderr.trim()}`));
-        resolve();
-      });
-    });
-  }
+  const send = core.active() === 'rust' ? (fields) => sendNative(socket, fields, fail) : (fields) => sendCommand(command, socket, fields, fail);
   return function notify(fields) {
-    chain = chain.then(() => (failed ? undefined : sendNow(fields)));
+    chain = chain.then(() => (failed ? undefined : send(fields)));
     return chain;
   };
 }

@@ -7,7 +7,8 @@
 //! environment's napi instance data and dropped when the environment exits.
 //!
 //! Modules, each importing only those below it: `lib` → `runtime` → `cluster` → `channel`,
-//! `listener`, `process` → `reactor`, `events`, `framing` (→ `v8codec`), `sockets`, `spawn`.
+//! `listener`, `process` → `reactor`, `events`, `framing` (→ `v8codec`), `sockets`, `spawn`;
+//! `notify` stands alone.
 
 mod channel;
 mod cluster;
@@ -15,6 +16,7 @@ mod events;
 mod framing;
 mod listener;
 mod lock;
+mod notify;
 mod process;
 mod reactor;
 mod runtime;
@@ -212,6 +214,12 @@ pub fn set_scheduling_policy(env: Env, policy: u32) -> napi::Result<()> {
 pub fn set_fixed_port_keys(env: Env, on: bool) -> napi::Result<()> {
   runtime(&env)?.cluster.set_fixed_port_keys(on);
   Ok(())
+}
+
+/// Sends systemd a notification (`VAR=VALUE` lines) on the socket `NOTIFY_SOCKET` names.
+#[napi(catch_unwind)]
+pub fn notify(path: String, message: String) -> napi::Result<()> {
+  notify::notify(&path, &message).map_err(|e| errno_error(e, &format!("sd_notify to {path}")))
 }
 
 /// Primary-side `worker.disconnect()`: tells the worker and releases its listening sockets.
