@@ -6,12 +6,12 @@
 // passing with SCM_RIGHTS over unix paths. The JS socket never reads (servers pause on connect,
 // clients are paused before connecting), so no byte is consumed before the core takes over.
 const EventEmitter = require('events');
-const fs = require('fs');
 const net = require('net');
 const { Endpoint, DEFAULT_MAX_MESSAGE } = require('./endpoint');
 const serialization = require('./serialization');
 const native = require('./native');
 const { errors } = require('./errors');
+const { listenOnPath } = require('./unix-listen');
 
 function channelOptions(options = {}) {
   const mode = options.serialization ?? 'json';
@@ -123,37 +123,7 @@ class Server extends EventEmitter {
   // A socket file left by a dead server is replaced; a live server's is not (EADDRINUSE).
   _listenPath(path) {
     this._path = path;
-    const listen = () => {
-      // The socket file is created by bind() with the umask applied, so a umask set for the bind
-      // alone makes it no wider than `mode` at any moment. (bind is synchronous in listen();
-      // `exclusive` keeps it local even in a cluster worker.)
-      const previous = process.umask(~this._options.mode & 0o777);
-      try {
-        this._server.listen({ path, exclusive: true }, () => this.emit('listening'));
-      } finally {
-        process.umask(previous);
-      }
-    };
-    if (!isSocketFile(path)) {
-      listen();
-      return this;
-    }
-    const probe = net.connect(path);
-    probe.once('connect', () => {
-      probe.destroy();
-      const err = new Error(`listen EADDRINUSE: address already in use ${path}`);
-      Object.assign(err, { code: 'EADDRINUSE', errno: -98, syscall: 'listen', address: path });
-      this.emit('error', err);
-    });
-    probe.once('error', (err) => {
-      if (err.code !== 'ECONNREFUSED') return this.emit('error', err);
-      try {
-        fs.unlinkSync(path);
-      } catch (unlinkError) {
-        if (unlinkError.code !== 'ENOENT') return this.emit('error', unlinkError);
-      }
-      listen();
-    });
+    listenOnPath(this._server, path, this._options.mode, () => this.emit('listening'), (err) => this.emit('error', err));
     return this;
   }
 
@@ -184,14 +154,6 @@ class Server extends EventEmitter {
   unref() {
     this._server.unref();
     return this;
-  }
-}
-
-function isSocketFile(path) {
-  try {
-    return fs.lstatSync(path).isSocket();
-  } catch {
-    return false;
   }
 }
 
