@@ -271,7 +271,7 @@ impl Cluster {
       self.send(&channel, object(json!({ "act": "disconnect" })), None, "");
     }
     for key in handles_of(&state, id) {
-      self.remove_worker(&mut state, &key, id);
+      self.remove_worker(&mut state, &key, id, false);
     }
   }
 
@@ -499,16 +499,26 @@ impl Cluster {
     let mut state = lock(&self.state);
     state.leaving.remove(&id);
     state.workers.remove(&id);
-    for key in handles_of(&state, id) {
-      self.remove_worker(&mut state, &key, id);
+    // Every handle, not only those it still shares: a worker that was leaving may have
+    // connections it never answered for on handles it has left.
+    let keys: Vec<String> = state.handles.keys().cloned().collect();
+    for key in keys {
+      self.remove_worker(&mut state, &key, id, true);
     }
   }
 
-  fn remove_worker(&self, state: &mut State, key: &str, id: u32) {
+  /// Takes worker `id` off the handle at `key`. A worker that is only leaving may still accept
+  /// the connections it was handed (its answer is on the way), so those stay with it; once it is
+  /// `gone`, those it never answered for go to the others.
+  fn remove_worker(&self, state: &mut State, key: &str, id: u32, gone: bool) {
     let State { handles, listeners, workers, .. } = state;
     let Some(handle) = handles.get_mut(key) else { return };
     handle.workers.remove(&id);
-    handle.dispatch.remove(id);
+    if gone {
+      handle.dispatch.remove(id);
+    } else {
+      handle.dispatch.retire(id);
+    }
     if !handle.workers.is_empty() {
       if let Kind::ReusePort(reuse) = &mut handle.kind {
         if let Some(fd) = reuse.owned.remove(&id) {
@@ -551,7 +561,7 @@ impl Control for Cluster {
       "close" => {
         if let Some(key) = message.get("key").and_then(Value::as_str) {
           let mut state = lock(&self.state);
-          self.remove_worker(&mut state, key, channel.id);
+          self.remove_worker(&mut state, key, channel.id, false);
         }
       }
       "exitedAfterDisconnect" => {
@@ -623,9 +633,14 @@ impl Dispatch {
     free.saturating_sub(self.pending.len())
   }
 
+  /// Takes `worker` out of the rotation, leaving what it was handed to its answers.
+  fn retire(&mut self, worker: u32) {
+    self.workers.retain(|&(w, _)| w != worker);
+  }
+
   /// Takes `worker` out of the rotation; what it had not confirmed goes to the others.
   fn remove(&mut self, worker: u32) {
-    self.workers.retain(|&(w, _)| w != worker);
+    self.retire(worker);
     let lost: Vec<u64> = self.outstanding.iter().filter(|(_, (w, _))| *w == worker).map(|(seq, _)| *seq).collect();
     for seq in lost {
       let (_, conn) = self.outstanding.remove(&seq).expect("listed above");
@@ -761,6 +776,43 @@ mod tests {
       drop(theirs);
       turn();
       assert!(lock(&cluster.state).handles.is_empty(), "its last worker gone, the handle closes");
+    }
+
+    #[test]
+    fn a_leaving_worker_keeps_what_it_was_handed_and_only_a_gone_one_gives_it_up() {
+      let reactor = Arc::new(Reactor::new().unwrap());
+      let sink = Arc::new(Sink::new(None));
+      let cluster = Cluster::new(reactor.clone(), sink.clone());
+      let turn = || while reactor.turn(&mut [EpollEvent::empty(); 8], Some(50)).unwrap() > 0 {};
+      let query = r#"{"cmd":"NODE_CLUSTER","act":"queryServer","address":"127.0.0.1","port":0,"addressType":4,"fd":-1,"index":0,"data":null,"seq":0}"#;
+      let (_a, a) = worker(&reactor, &sink, &cluster, 1);
+      say(&a, query);
+      turn();
+      let port = read_all(&a).0[0]["sockname"]["port"].as_u64().unwrap() as u16;
+      let connect = |n: usize| -> Vec<TcpStream> {
+        (0..n).map(|_| TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap()).collect()
+      };
+      let _first = connect(2);
+      turn();
+      assert_eq!(read_all(&a).1, 2, "worker 1 has two connections unanswered");
+      let (_b, b) = worker(&reactor, &sink, &cluster, 2);
+      say(&b, query);
+      turn();
+      read_all(&b);
+
+      // Worker 1 is asked to leave: it may be accepting those two right now.
+      cluster.disconnect(1);
+      turn();
+      assert_eq!(read_all(&b).1, 0, "nothing of worker 1's goes to worker 2 while worker 1 may still accept it");
+      let _second = connect(1);
+      turn();
+      assert_eq!(read_all(&b).1, 1, "new connections go to worker 2 only");
+      assert_eq!(read_all(&a).1, 0);
+
+      // Worker 1 dies without answering: now its two are given to worker 2.
+      drop(a);
+      turn();
+      assert_eq!(read_all(&b).1, 2);
     }
 
     fn cluster_room(state: &State) -> usize {
