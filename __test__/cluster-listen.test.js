@@ -79,6 +79,13 @@ test('listen({ fd }) in a worker serves the socket the primary holds at that fd'
   assert.ok(ids.size >= 1, 'requests to the inherited socket are answered by workers');
 });
 
+test('the primary makes a round-robin server through net.Server#listen, with the worker\'s options, once', { timeout: 30_000 }, async (t) => {
+  const fx = start(t, { wrap: true, listen: { port: 0, host: '127.0.0.1', backlog: 7 } }, { env: { NODE_CLUSTER_SCHED_POLICY: 'rr' } });
+  await bothListen(fx);
+  const { calls } = fx.all('listening').at(-1);
+  assert.deepEqual(calls, [{ port: 0, host: '127.0.0.1', ipv6Only: false, backlog: 7 }]);
+});
+
 test("the backlog a worker asks for is the listening socket's", { timeout: 30_000 }, async (t) => {
   const fx = start(t, { listen: { port: 0, host: '127.0.0.1', backlog: 7 } });
   const [{ address }] = await bothListen(fx);

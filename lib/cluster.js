@@ -4,6 +4,7 @@
 // answers their NODE_CLUSTER requests (listening sockets, round-robin hand-offs) and tells us only
 // what must be emitted here: online, listening, exitedAfterDisconnect.
 const EventEmitter = require('events');
+const net = require('net');
 const { spawnChild } = require('./child');
 const { binding } = require('./native');
 const { errors } = require('./errors');
@@ -11,6 +12,8 @@ const nodeLine = require('./node-line');
 
 const { SCHED_NONE, SCHED_RR, SCHED_REUSEPORT } = binding;
 const POLICIES = { none: SCHED_NONE, rr: SCHED_RR, reuseport: SCHED_REUSEPORT };
+// libuv's flag for an IPv6-only TCP socket, as workers send it in `flags`.
+const UV_TCP_IPV6ONLY = 1;
 
 // Shaped as Node's: callable with or without `new`, options optional, methods on the prototype.
 function Worker(options) {
@@ -173,7 +176,25 @@ function onClusterEvent(worker, message) {
     case 'exitedAfterDisconnect':
       worker.exitedAfterDisconnect = true;
       break;
+    case 'listen':
+      listenFor(message);
+      break;
   }
+}
+
+// A worker asked for a round-robin server that does not exist yet: made as Node's primary makes
+// it (net.Server#listen with the worker's options, so what wraps that method sees the call), then
+// its socket goes to the core, which accepts on it from then on; this server object closes before
+// the event loop could accept anything on it.
+function listenFor({ key, query }) {
+  const server = net.createServer();
+  server.once('listening', () => {
+    binding.adoptServer(key, server._handle.fd);
+    server.close();
+  });
+  server.once('error', (err) => binding.adoptServer(key, err.errno));
+  if (query.fd >= 0) server.listen({ fd: query.fd });
+  else server.listen({ port: query.port, host: query.address ?? undefined, ipv6Only: Boolean(query.flags & UV_TCP_IPV6ONLY), backlog: query.backlog });
 }
 
 function disconnect(cb) {

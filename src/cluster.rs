@@ -98,6 +98,8 @@ struct State {
   leaving: HashSet<u32>,
   /// Every worker's channel, by id.
   workers: HashMap<u32, Weak<Channel>>,
+  /// Round-robin servers being made by JavaScript, with the queries waiting for them.
+  creating: HashMap<String, Vec<(u32, Value)>>,
 }
 
 struct Handle {
@@ -343,6 +345,14 @@ impl Cluster {
       return self.send(channel, reply, None, "");
     }
     if !state.handles.contains_key(&key) {
+      if made_by_javascript(self.policy.load(Ordering::Relaxed), message) {
+        let waiting = state.creating.entry(key.clone()).or_default();
+        waiting.push((channel.id, message.clone()));
+        if waiting.len() == 1 {
+          self.notify(channel.id, &json!({ "act": "listen", "key": key, "query": message }));
+        }
+        return;
+      }
       match self.create_handle(message) {
         Ok(handle) => {
           for listener in &handle.listeners {
@@ -356,8 +366,50 @@ impl Cluster {
         }
       }
     }
+    self.answer_query(state, channel, message, &key);
+  }
+
+  /// JavaScript made the round-robin server at `key` (its listening socket, or the errno of the
+  /// failure): the queries that waited for it are answered.
+  pub fn adopt_server(&self, key: &str, socket: Result<OwnedFd, Errno>) {
+    let mut guard = lock(&self.state);
+    let state = &mut *guard;
+    let Some(waiting) = state.creating.remove(key) else { return };
+    let alive: Vec<(Arc<Channel>, Value)> = waiting
+      .into_iter()
+      .filter(|(id, _)| !state.leaving.contains(id))
+      .filter_map(|(id, message)| Some((state.workers.get(&id)?.upgrade()?, message)))
+      .collect();
+    if alive.is_empty() {
+      return;
+    }
+    match socket.and_then(|fd| self.round_robin(fd)) {
+      Ok((kind, listeners)) => {
+        for listener in &listeners {
+          state.listeners.insert(listener.id, key.to_owned());
+        }
+        let handle = Handle::new(kind, listeners, None);
+        state.handles.insert(key.to_owned(), handle);
+        for (channel, message) in &alive {
+          self.answer_query(state, channel, message, key);
+        }
+      }
+      Err(errno) => {
+        for (channel, message) in &alive {
+          let seq = message.get("seq").cloned().unwrap_or(Value::Null);
+          let reply = object(json!({ "errno": -(errno as i32), "key": key, "ack": seq, "data": Value::Null }));
+          self.send(channel, reply, None, "");
+        }
+      }
+    }
+  }
+
+  /// The worker's share of the handle at `key`: the reply to its query, and its place in the rotation.
+  fn answer_query(&self, state: &mut State, channel: &Channel, message: &Value, key: &str) {
+    let get = |name: &str| message.get(name);
+    let seq = get("seq").cloned().unwrap_or(Value::Null);
     let State { handles, listeners, workers, .. } = state;
-    let handle = handles.get_mut(&key).expect("inserted above");
+    let Some(handle) = handles.get_mut(key) else { return };
     if handle.data.is_null() {
       handle.data = get("data").cloned().unwrap_or(Value::Null);
     }
@@ -384,7 +436,7 @@ impl Cluster {
             reuse.owned.insert(channel.id, fd.clone());
             self.send(channel, reply, Some(fd), "net.Native");
             handle.dispatch.join(channel.id);
-            self.distribute(handle, &key, workers);
+            self.distribute(handle, key, workers);
           }
           Err(errno) => self.send(channel, errno_reply(reply, errno), None, ""),
         }
@@ -396,7 +448,7 @@ impl Cluster {
         }
         self.send(channel, reply, None, "");
         handle.dispatch.join(channel.id);
-        self.distribute(handle, &key, workers);
+        self.distribute(handle, key, workers);
       }
     }
   }
@@ -417,24 +469,23 @@ impl Cluster {
     } else {
       let (fd, _) = bind_for(message, false)?;
       sockets::listen(&fd, backlog(message))?;
-      let sockname = sockets::sockname(fd.as_raw_fd());
-      listeners.push(self.watch(Arc::new(fd))?);
-      Kind::RoundRobin { sockname }
+      let (kind, watching) = self.round_robin(fd)?;
+      listeners = watching;
+      kind
     };
     let path = if message.get("port").and_then(Value::as_i64).is_some_and(|p| p < 0) {
       message.get("address").and_then(Value::as_str).map(pipe_path)
     } else {
       None
     };
-    Ok(Handle {
-      data: Value::Null,
-      path,
-      workers: HashSet::new(),
-      kind,
-      listeners,
-      dispatch: Dispatch::default(),
-      accepted: 0,
-    })
+    Ok(Handle::new(kind, listeners, path))
+  }
+
+  /// A listening socket whose connections the primary accepts and hands out.
+  fn round_robin(&self, fd: OwnedFd) -> Result<(Kind, Vec<Arc<Listener>>), Errno> {
+    let sockname = sockets::sockname(fd.as_raw_fd());
+    let listener = self.watch(Arc::new(fd))?;
+    Ok((Kind::RoundRobin { sockname }, vec![listener]))
   }
 
   fn watch(&self, fd: Arc<OwnedFd>) -> Result<Arc<Listener>, Errno> {
@@ -539,6 +590,30 @@ impl Cluster {
     }
     remove_socket_file(&handle);
   }
+}
+
+impl Handle {
+  fn new(kind: Kind, listeners: Vec<Arc<Listener>>, path: Option<String>) -> Handle {
+    Handle {
+      data: Value::Null,
+      path,
+      workers: HashSet::new(),
+      kind,
+      listeners,
+      dispatch: Dispatch::default(),
+      accepted: 0,
+    }
+  }
+}
+
+/// Whether JavaScript makes this server, as Node's primary makes a round-robin server, through
+/// `net.Server#listen` (so that what wraps that method sees the call, backlog and all), and then
+/// hands its socket to the core: round-robin TCP, or an inherited fd. Shared and UDP handles Node
+/// makes without that method; a unix path stays with the core too, since libuv unlinks the socket
+/// file when the server object that made it closes.
+fn made_by_javascript(policy: u32, message: &Value) -> bool {
+  let inherited = message.get("fd").and_then(Value::as_i64).is_some_and(|fd| fd >= 0);
+  policy == SCHED_RR && (is_tcp(message) || inherited)
 }
 
 /// As libuv does when a bound pipe closes: the socket file goes with it.

@@ -222,6 +222,15 @@ pub fn notify(path: String, message: String) -> napi::Result<()> {
   notify::notify(&path, &message).map_err(|e| errno_error(e, &format!("sd_notify to {path}")))
 }
 
+/// The round-robin server JavaScript made for `key`: its listening socket's fd (duplicated; the
+/// caller closes its own), or a negative errno when listening failed.
+#[napi(catch_unwind)]
+pub fn adopt_server(env: Env, key: String, fd: i32) -> napi::Result<()> {
+  let socket = if fd < 0 { Err(nix::errno::Errno::from_raw(-fd)) } else { sockets::duplicate(fd) };
+  runtime(&env)?.cluster.adopt_server(&key, socket);
+  Ok(())
+}
+
 /// Primary-side `worker.disconnect()`: tells the worker and releases its listening sockets.
 #[napi(catch_unwind)]
 pub fn disconnect_worker(env: Env, id: u32) -> napi::Result<()> {
