@@ -35,8 +35,12 @@ export interface SupervisorOptions {
     maxMemory?: number | null;
     /** Tell systemd about readiness, reloads and shutdown when NOTIFY_SOCKET is set. Default false. */
     notify?: boolean;
-    /** Serve GET /ready and GET /live on this address for health checks. Default null. */
+    /** Serve GET /ready and GET /live on this address for health checks (every interface unless a host is given). Default null. */
     probe?: { port: number; host?: string } | null;
+    /** Serve Prometheus metrics at GET /metrics on this address (host default '127.0.0.1'). Default null. */
+    metrics?: { port: number; host?: string } | null;
+    /** Emit 'stats' with stats() every this many ms. Default null: never. */
+    statsInterval?: number | null;
 }
 
 export type WorkerState = 'starting' | 'ready' | 'draining';
@@ -69,6 +73,55 @@ export interface SupervisorStatus {
     draining: WorkerStatus[];
 }
 
+/** One live worker's figures, read without involving it. Without the native core (`implementation: 'node'`) only rss and CPU are sampled (from /proc, where there is one); the rest is null. */
+export interface WorkerStats {
+    slot: number;
+    id: number;
+    pid: number | undefined;
+    state: WorkerState;
+    generation: number;
+    /** Seconds since it was started. */
+    uptime: number;
+    /** Respawns of its slot after unexpected exits. */
+    restarts: number;
+    /** CPU used since the previous sample of this worker (samples under 500 ms apart share a window), in % of one core. */
+    cpuPercent: number | null;
+    /** User and system CPU time used, in seconds. */
+    cpuSeconds: number | null;
+    /** Resident set size in bytes. */
+    rss: number | null;
+    /** Messages and bytes from the worker to the primary on its IPC channel, cluster's own included. */
+    messagesIn: number | null;
+    bytesIn: number | null;
+    /** Messages and bytes from the primary to the worker. */
+    messagesOut: number | null;
+    bytesOut: number | null;
+    /** Connections the primary handed to it (round-robin), and those it has not yet accepted. */
+    handed: number | null;
+    pending: number | null;
+}
+
+/** A server the workers share (Node's cluster key: address:port:addressType:fd[:index]). */
+export interface ServerStats {
+    key: string;
+    /** Connections the primary accepted on it. */
+    accepted: number;
+    /** Accepted connections waiting for a worker with room. */
+    queued: number;
+}
+
+export interface SupervisorStats extends Omit<SupervisorStatus, 'workers' | 'draining'> {
+    /** Date.now() when sampled. */
+    at: number;
+    implementation: 'rust' | 'node';
+    /** Every live worker (serving, starting or draining), by slot. */
+    workers: WorkerStats[];
+    /** Slots without a worker. */
+    vacant: { slot: number; state: 'waiting' | 'stopped'; restarts: number }[];
+    /** null without the native core. */
+    servers: ServerStats[] | null;
+}
+
 export type SpawnReason = 'start' | 'respawn' | 'reload' | 'memory' | 'scale';
 export type DrainReason = 'reload' | 'memory' | 'scale' | 'shutdown' | 'readyTimeout' | 'replacementFailed';
 
@@ -95,6 +148,8 @@ export declare class Supervisor extends EventEmitter {
     /** Kills every worker now. */
     destroy(): Promise<{ killed: number }>;
     status(): SupervisorStatus;
+    /** status() with each worker's figures. */
+    stats(): SupervisorStats;
 
     on(event: 'spawn', listener: (worker: Worker, info: { slot: number; reason: SpawnReason }) => void): this;
     on(event: 'workerReady', listener: (worker: Worker, info: { slot: number }) => void): this;
@@ -109,6 +164,7 @@ export declare class Supervisor extends EventEmitter {
     on(event: 'memoryLimit', listener: (worker: Worker, info: { slot: number; rss: number; limit: number }) => void): this;
     on(event: 'stopping', listener: () => void): this;
     on(event: 'stopped', listener: (info: { killed: number }) => void): this;
+    on(event: 'stats', listener: (stats: SupervisorStats) => void): this;
     on(event: 'warning' | 'error', listener: (error: Error) => void): this;
     on(event: string | symbol, listener: (...args: any[]) => void): this;
 }

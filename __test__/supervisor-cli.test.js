@@ -43,7 +43,7 @@ async function startServing(t, args, env = {}) {
 test('--help lists every option; --version prints the version', () => {
   const help = run(['--help']);
   assert.equal(help.status, 0);
-  for (const flag of ['--workers', '--policy', '--ready', '--ready-timeout', '--drain-timeout', '--reload-batch', '--backoff', '--max-restarts', '--restart-window', '--max-memory', '--probe']) {
+  for (const flag of ['--workers', '--policy', '--ready', '--ready-timeout', '--drain-timeout', '--reload-batch', '--backoff', '--max-restarts', '--restart-window', '--max-memory', '--probe', '--metrics']) {
     assert.match(help.stdout, new RegExp(`^ +(-\\w, )?${flag} `, 'm'), flag);
   }
   const version = run(['-v']);
@@ -62,6 +62,8 @@ test('bad usage is a clear message on stderr and exit status 2', () => {
     [['--backoff', '500,100', SERVER], /"--backoff.max" is out of range. It must be an integer >= 500/],
     [['--max-memory', '1.5', SERVER], /--max-memory takes a whole number of megabytes/],
     [['--probe', 'localhost:', SERVER], /--probe takes \[host:\]port/],
+    [['--metrics', 'all', SERVER], /--metrics takes \[host:\]port, not 'all'/],
+    [['--metrics', '70000', SERVER], /--metrics.port should be >= 0 and < 65536/],
     [['--frobnicate', SERVER], /unknown option '--frobnicate'/],
     [['--workers'], /option '--workers' needs a value/],
     [['missing-app.js'], /cannot find the app 'missing-app.js'/],
@@ -215,6 +217,16 @@ test('--probe serves /ready for a Kubernetes probe', async (t) => {
   const ready = await get(probePort, '/ready');
   assert.equal(ready.status, 200);
   assert.equal(JSON.parse(ready.body).state, 'running');
+  command.child.kill('SIGTERM');
+  assert.deepEqual(await command.exited, { code: 0, signal: null });
+});
+
+test('--metrics serves Prometheus metrics at GET /metrics', async (t) => {
+  const metricsPort = await freePort();
+  const { command } = await startServing(t, ['-w', '1', '--metrics', String(metricsPort)]);
+  const metrics = await get(metricsPort, '/metrics');
+  assert.equal(metrics.status, 200);
+  assert.match(metrics.body, /^rust_cluster_workers\{state="ready"\} 1$/m);
   command.child.kill('SIGTERM');
   assert.deepEqual(await command.exited, { code: 0, signal: null });
 });

@@ -34,6 +34,8 @@ Options:
                                  (sampled twice a second; default: no limit)
       --probe <[host:]port>      serve GET /ready (200 or 503) and GET /live for health checks
                                  (default: off; all interfaces unless a host is given)
+      --metrics <[host:]port>    serve Prometheus metrics at GET /metrics (default: off;
+                                 127.0.0.1 unless a host is given)
   -h, --help                     show this help
   -v, --version                  show the version
 
@@ -72,7 +74,7 @@ function backoff(value, flag) {
   return { min, max, reset };
 }
 
-function probe(value, flag) {
+function address(value, flag) {
   const colon = value.lastIndexOf(':');
   const host = colon < 0 ? undefined : value.slice(0, colon).replace(/^\[(.*)\]$/, '$1');
   const port = value.slice(colon + 1);
@@ -91,7 +93,8 @@ const FLAGS = {
   '--max-restarts': ['maxRestarts', count],
   '--restart-window': ['restartWindow', ms],
   '--max-memory': ['maxMemory', whole('a whole number of megabytes')],
-  '--probe': ['probe', probe],
+  '--probe': ['probe', address],
+  '--metrics': ['metrics', address],
 };
 const SHORT = { '-w': '--workers', '-h': '--help', '-v': '--version' };
 const FLAG_OF = Object.fromEntries(Object.entries(FLAGS).map(([flag, [key]]) => [key, flag]));

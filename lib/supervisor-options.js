@@ -21,6 +21,8 @@ const DEFAULTS = {
   policy: undefined,
   notify: false,
   probe: null,
+  metrics: null,
+  statsInterval: null,
 };
 
 const POLICIES = ['rr', 'none', 'reuseport'];
@@ -58,13 +60,22 @@ function backoff(value, name) {
   return out;
 }
 
-function probe(value, name) {
-  if (value === null) return null;
-  if (typeof value !== 'object') throw errors.ERR_INVALID_ARG_TYPE(name, 'of type object', value);
-  if (value.host !== undefined && typeof value.host !== 'string') throw errors.ERR_INVALID_ARG_TYPE(`${name}.host`, 'of type string', value.host);
-  integer(value.port, `${name}.port`, 0);
-  if (value.port > 65535) throw errors.ERR_SOCKET_BAD_PORT(`${name}.port`, value.port);
-  return { host: value.host, port: value.port };
+// An HTTP endpoint's { port, host }; without a host it listens on `defaultHost` (undefined: every
+// interface).
+function address(defaultHost) {
+  return (value, name) => {
+    if (value === null) return null;
+    if (typeof value !== 'object') throw errors.ERR_INVALID_ARG_TYPE(name, 'of type object', value);
+    if (value.host !== undefined && typeof value.host !== 'string') throw errors.ERR_INVALID_ARG_TYPE(`${name}.host`, 'of type string', value.host);
+    integer(value.port, `${name}.port`, 0);
+    if (value.port > 65535) throw errors.ERR_SOCKET_BAD_PORT(`${name}.port`, value.port);
+    return { host: value.host ?? defaultHost, port: value.port };
+  };
+}
+
+function nonEmptyString(value, name) {
+  if (typeof value !== 'string' || value === '') throw errors.ERR_INVALID_ARG_TYPE(name, 'a non-empty string', value);
+  return value;
 }
 
 function boolean(value, name) {
@@ -79,10 +90,7 @@ function stringArray(value, name) {
 
 // Validators by option; `name(key)` is how the caller names an option in its messages.
 const CHECKS = {
-  exec: (v, n) => {
-    if (typeof v !== 'string' || v === '') throw errors.ERR_INVALID_ARG_TYPE(n, 'a non-empty string', v);
-    return v;
-  },
+  exec: nonEmptyString,
   args: stringArray,
   execArgv: stringArray,
   cwd: (v, n) => {
@@ -105,7 +113,10 @@ const CHECKS = {
   restartWindow: (v, n) => integer(v, n, 1),
   maxMemory: (v, n) => (v === null ? v : integer(v, n, 1)),
   notify: boolean,
-  probe,
+  probe: address(undefined),
+  // Metrics are for this host's scraper unless told otherwise.
+  metrics: address('127.0.0.1'),
+  statsInterval: (v, n) => (v === null ? v : integer(v, n, 1)),
 };
 
 function normalize(options, name = (key) => `options.${key}`) {

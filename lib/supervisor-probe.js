@@ -3,23 +3,17 @@
 // GET /ready answers 200 while the supervisor is up and at least one worker is ready, 503 before
 // that, while it shuts down and while no worker is ready; GET /live answers 200 while the
 // supervisor runs. Both carry the supervisor's status as JSON.
-const http = require('http');
+const { serveHttp } = require('./supervisor-http');
 
-function probeServer(supervisor, { host, port }, onError) {
-  const server = http.createServer((req, res) => {
+function probeServer(supervisor, address, onError) {
+  return serveHttp((req, res) => {
     const status = supervisor.status();
     let code = 404;
     if (req.url === '/live') code = 200;
     if (req.url === '/ready') code = status.ready ? 200 : 503;
     res.writeHead(code, { 'content-type': 'application/json', 'cache-control': 'no-store' });
     res.end(code === 404 ? '{"error":"not found: GET /ready or /live"}\n' : `${JSON.stringify(status)}\n`);
-  });
-  // A probe must never keep the supervisor alive, nor hold its shutdown up.
-  server.unref();
-  server.keepAliveTimeout = 1000;
-  server.on('error', onError);
-  server.listen(port, host);
-  return server;
+  }, address, onError);
 }
 
 module.exports = { probeServer };

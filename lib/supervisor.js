@@ -8,14 +8,18 @@
 // A slot holds one serving worker and, while it is being replaced, the replacement. Reloads,
 // scaling and memory replacements run one at a time from a queue; respawns after a crash do not
 // wait for it, and only ever touch their own slot.
+//
+// stats() gives each worker's figures (lib/supervisor-stats.js); they are also served as
+// Prometheus metrics (lib/supervisor-metrics.js).
 const EventEmitter = require('events');
-const fs = require('fs');
 const path = require('path');
 const cluster = require('..');
 const { errors } = require('./errors');
 const { normalize, workerCount } = require('./supervisor-options');
 const { createNotifier, notifySupervisor } = require('./sd-notify');
 const { probeServer } = require('./supervisor-probe');
+const { metricsServer } = require('./supervisor-metrics');
+const { StatsSampler, readFigures } = require('./supervisor-stats');
 
 const DRAIN_PRELOAD = path.join(__dirname, 'worker-drain.js');
 // RSS is sampled this often, and a worker is replaced once this many samples in a row are over.
@@ -28,16 +32,6 @@ function supervisorError(code, message, props) {
 
 function stoppedError() {
   return supervisorError('ERR_RUST_CLUSTER_STOPPED', 'the supervisor is shutting down');
-}
-
-// Resident set size of `pid` in bytes, 0 once it has gone.
-function rssBytes(pid) {
-  try {
-    const kb = /^VmRSS:\s+(\d+) kB$/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return kb ? Number(kb[1]) * 1024 : 0;
-  } catch {
-    return 0;
-  }
 }
 
 function describeWorker(worker) {
@@ -58,6 +52,7 @@ class Supervisor extends EventEmitter {
     this._running = null;
     this._killedInShutdown = 0;
     this._notified = Promise.resolve();
+    this._sampler = new StatsSampler();
   }
 
   start() {
@@ -78,7 +73,13 @@ class Supervisor extends EventEmitter {
       // The socket is the supervisor's to speak on: workers do not inherit it.
       this._workerEnv = { ...o.env, NOTIFY_SOCKET: undefined };
     }
-    if (o.probe) this._probe = probeServer(this, o.probe, (err) => this.emit('error', err));
+    const onError = (err) => this.emit('error', err);
+    if (o.probe) this._probe = probeServer(this, o.probe, onError);
+    if (o.metrics) this._metrics = metricsServer(this, o.metrics, onError);
+    if (o.statsInterval !== null) {
+      this._statsTimer = setInterval(() => this.emit('stats', this.stats()), o.statsInterval);
+      this._statsTimer.unref();
+    }
     if (o.maxMemory !== null) {
       this._memoryTimer = setInterval(() => this._sampleMemory(), MEMORY_INTERVAL);
       this._memoryTimer.unref();
@@ -151,6 +152,25 @@ class Supervisor extends EventEmitter {
     };
   }
 
+  // status() with figures: a row for every live worker (serving, starting or draining) in slot
+  // order, the slots without one, and the servers the workers share.
+  stats() {
+    const now = Date.now();
+    const { state, ready, crashLoop, generation, workers: slots } = this.status();
+    const live = [...this._records.values()].sort((a, b) => a.slot.index - b.slot.index || a.worker.id - b.worker.id);
+    const members = live.map((record) => ({
+      worker: record.worker,
+      slot: record.slot.index,
+      state: record.state,
+      generation: record.generation,
+      startedAt: record.startedAt,
+      restarts: record.slot.restarts,
+    }));
+    const { workers, servers } = this._sampler.sample(members, now);
+    const vacant = slots.filter((s) => s.id === undefined).map(({ slot, state, restarts }) => ({ slot, state, restarts }));
+    return { at: now, implementation: cluster.implementation, state, ready, crashLoop, generation, workers, vacant, servers };
+  }
+
   _addSlot() {
     const slot = { index: this._slots.length, worker: null, replacement: null, failures: 0, restarts: 0, timer: null, removed: false };
     this._slots.push(slot);
@@ -159,7 +179,7 @@ class Supervisor extends EventEmitter {
 
   _spawn(slot, reason) {
     const worker = cluster.fork(this._workerEnv);
-    const record = { worker, slot, generation: this._generation, state: 'starting', readyAt: 0, over: 0, killed: false };
+    const record = { worker, slot, generation: this._generation, state: 'starting', startedAt: Date.now(), readyAt: 0, over: 0, killed: false };
     record.ready = new Promise((resolve, reject) => Object.assign(record, { resolve, reject }));
     record.ready.catch(() => {}); // whoever needs the outcome awaits it
     this._records.set(worker, record);
@@ -359,10 +379,11 @@ class Supervisor extends EventEmitter {
 
   _sampleMemory() {
     const limit = this.options.maxMemory * 1024 * 1024;
-    for (const slot of this._slots) {
-      const record = slot.worker;
-      if (!record || record.state !== 'ready' || record.replacing) continue;
-      const rss = rssBytes(record.worker.process.pid);
+    const members = this._slots.map((slot) => slot.worker).filter((record) => record && record.state === 'ready' && !record.replacing);
+    const { figures } = readFigures(members.map((record) => record.worker));
+    for (const record of members) {
+      const { slot } = record;
+      const rss = figures.get(record.worker).rss ?? 0;
       record.over = rss > limit ? record.over + 1 : 0;
       if (record.over < MEMORY_SAMPLES) continue;
       record.replacing = true;
@@ -379,7 +400,9 @@ class Supervisor extends EventEmitter {
   async _finish() {
     if (this.state === 'stopped') return;
     this.state = 'stopped';
+    clearInterval(this._statsTimer);
     this._probe?.close();
+    this._metrics?.close();
     await this._notified;
     const summary = { killed: this._killedInShutdown };
     this.emit('stopped', summary);
