@@ -39,6 +39,8 @@ export interface SupervisorOptions {
     probe?: { port: number; host?: string } | null;
     /** Serve Prometheus metrics at GET /metrics on this address (host default '127.0.0.1'). Default null. */
     metrics?: { port: number; host?: string } | null;
+    /** Path of a unix socket (mode 0600) for `rust-cluster status|reload|scale|stop`. Default null. */
+    control?: string | null;
     /** Emit 'stats' with stats() every this many ms. Default null: never. */
     statsInterval?: number | null;
 }

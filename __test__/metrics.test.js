@@ -228,13 +228,14 @@ test('the exposition escapes label values and HELP text as the format says', () 
   assert.deepEqual(family.metrics, [{ labels: { path: value, n: '3' }, value: '1.5' }]);
 });
 
-test('options are checked: statsInterval, metrics', () => {
+test("options are checked: statsInterval, metrics, control", () => {
   assert.throws(() => supervise({ exec: SERVER, statsInterval: 0 }), { code: 'ERR_OUT_OF_RANGE', message: /options\.statsInterval/ });
   assert.throws(() => supervise({ exec: SERVER, metrics: { port: 70000 } }), { code: 'ERR_SOCKET_BAD_PORT', message: /options\.metrics\.port/ });
   assert.throws(() => supervise({ exec: SERVER, metrics: { port: 9100, host: 1 } }), { code: 'ERR_INVALID_ARG_TYPE', message: /options\.metrics\.host/ });
+  assert.throws(() => supervise({ exec: SERVER, control: '' }), { code: 'ERR_INVALID_ARG_TYPE', message: /options\.control/ });
 });
 
-test('without a native core: RSS and CPU from /proc, no IPC or connection figures, and the metrics say so', { timeout: 60_000 }, async (t) => {
+test("without a native core: RSS and CPU from /proc, no IPC or connection figures, and the metrics and status say so", { timeout: 60_000 }, async (t) => {
   const project = install(t, { core: false });
   const fx = startFixture(t, path.join(FIXTURES, 'fallback-stats.js'), { cwd: project, env: { PORT: String(await freePort()), METRICS_PORT: String(await freePort()) } });
   const { stats } = await fx.waitFor('stats', { timeout: 30_000 });
@@ -250,5 +251,7 @@ test('without a native core: RSS and CPU from /proc, no IPC or connection figure
   assert.ok(names.includes('rust_cluster_worker_resident_memory_bytes') && names.includes('rust_cluster_worker_cpu_seconds_total'));
   assert.deepEqual(names.filter((n) => /ipc|connections/.test(n)), []);
   assert.match(metrics, /^rust_cluster_info\{implementation="node"\} 1$/m);
+  const { status } = await fx.waitFor('status');
+  assert.match(status, /No native core \(Node's own cluster\): message, byte and connection figures are not available/);
   assert.deepEqual(await fx.exited, { code: 0, signal: null }, fx.stderr);
 });

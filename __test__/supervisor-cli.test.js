@@ -43,7 +43,7 @@ async function startServing(t, args, env = {}) {
 test('--help lists every option; --version prints the version', () => {
   const help = run(['--help']);
   assert.equal(help.status, 0);
-  for (const flag of ['--workers', '--policy', '--ready', '--ready-timeout', '--drain-timeout', '--reload-batch', '--backoff', '--max-restarts', '--restart-window', '--max-memory', '--probe', '--metrics']) {
+  for (const flag of ['--workers', '--policy', '--ready', '--ready-timeout', '--drain-timeout', '--reload-batch', '--backoff', '--max-restarts', '--restart-window', '--max-memory', '--probe', '--metrics', '--control']) {
     assert.match(help.stdout, new RegExp(`^ +(-\\w, )?${flag} `, 'm'), flag);
   }
   const version = run(['-v']);
@@ -64,6 +64,10 @@ test('bad usage is a clear message on stderr and exit status 2', () => {
     [['--probe', 'localhost:', SERVER], /--probe takes \[host:\]port/],
     [['--metrics', 'all', SERVER], /--metrics takes \[host:\]port, not 'all'/],
     [['--metrics', '70000', SERVER], /--metrics.port should be >= 0 and < 65536/],
+    [['--control'], /option '--control' needs a value/],
+    [['status'], /usage: rust-cluster status <socket> \[--json\]/],
+    [['scale', '/tmp/x.sock'], /usage: rust-cluster scale <socket> <n\|max> \[--json\]/],
+    [['reload', '/tmp/x.sock', '--now'], /unknown option '--now' for reload/],
     [['--frobnicate', SERVER], /unknown option '--frobnicate'/],
     [['--workers'], /option '--workers' needs a value/],
     [['missing-app.js'], /cannot find the app 'missing-app.js'/],

@@ -2,13 +2,17 @@
 // The `rust-cluster` command: `rust-cluster [options] app.js [args…]` runs app.js under a
 // supervisor (lib/supervisor.js), turns signals into reloads and shutdowns, says on stderr what
 // happens to each worker, and exits with a status that tells how it ended.
+// `rust-cluster status|reload|scale|stop <socket>` asks one that runs (lib/control-cli.js).
 const path = require('path');
 const { DEFAULTS, POLICIES, READY, normalize } = require('./supervisor-options');
 const { supervise, describeWorker } = require('./supervisor');
+const { runControl, COMMANDS } = require('./control-cli');
 
 const EXIT = { ok: 0, failed: 1, usage: 2, interrupted: 130 };
 
 const HELP = `Usage: rust-cluster [options] <app.js> [app arguments...]
+       rust-cluster status|reload|stop <socket> [--json]
+       rust-cluster scale <socket> <n|max> [--json]
 
 Runs app.js, an unchanged server script, in a cluster of workers on rust-cluster's primary:
 restarts a worker that dies, reloads workers one by one without dropping a request, and drains
@@ -36,15 +40,26 @@ Options:
                                  (default: off; all interfaces unless a host is given)
       --metrics <[host:]port>    serve Prometheus metrics at GET /metrics (default: off;
                                  127.0.0.1 unless a host is given)
+      --control <path>           listen on a unix socket, usable by this user only, for the
+                                 commands below (default: off)
   -h, --help                     show this help
   -v, --version                  show the version
+
+Commands, to a cluster started with --control <socket>:
+  status <socket>                its workers: state, uptime, restarts, CPU, memory, messages and
+                                 bytes on their IPC channels, connections handed to them
+  reload <socket>                a rolling reload; ends when it is complete (exit 1 if aborted)
+  scale <socket> <n|max>         run n workers
+  stop <socket>                  a graceful shutdown; ends when every worker has left
+  --json                         the answer as JSON, for scripts
 
 Signals: SIGHUP or SIGUSR2 reloads (a reload asked during one runs after it); SIGTERM or SIGINT
 shuts down gracefully, and a second SIGINT stops at once. Under systemd (NOTIFY_SOCKET set) it
 sends READY=1, RELOADING=1 and STOPPING=1 through systemd-notify.
 
 Exit status: 0 when every worker drained, 1 after a crash loop or when a worker had to be killed
-at the drain timeout, 2 for a usage error, 130 after a second SIGINT.
+at the drain timeout, 2 for a usage error, 130 after a second SIGINT. A command exits 0 when the
+cluster did what was asked, 1 when it could not be reached or refused, 2 for a usage error.
 `;
 
 class UsageError extends Error {}
@@ -95,13 +110,33 @@ const FLAGS = {
   '--max-memory': ['maxMemory', whole('a whole number of megabytes')],
   '--probe': ['probe', address],
   '--metrics': ['metrics', address],
+  '--control': ['control', (value) => path.resolve(value)],
 };
 const SHORT = { '-w': '--workers', '-h': '--help', '-v': '--version' };
 const FLAG_OF = Object.fromEntries(Object.entries(FLAGS).map(([flag, [key]]) => [key, flag]));
 
-// argv (without node and the command) -> { help } | { version } | { options } for supervise().
-// Options end at the app's path (or `--`): what follows is the app's own.
+// `status|reload|stop <socket> [--json]`, `scale <socket> <n|max> [--json]` -> { control }.
+function parseControl([command, ...rest]) {
+  const json = rest.includes('--json');
+  const operands = rest.filter((arg) => arg !== '--json');
+  const option = operands.find((arg) => arg.startsWith('-'));
+  if (option) throw new UsageError(`unknown option '${option}' for ${command}`);
+  const scale = command === 'scale';
+  if (operands.length !== (scale ? 2 : 1)) throw new UsageError(`usage: rust-cluster ${command} <socket>${scale ? ' <n|max>' : ''} [--json]`);
+  const control = { command, path: path.resolve(operands[0]), json };
+  if (scale) {
+    const count = operands[1];
+    if (count !== 'max' && !/^\d+$/.test(count)) throw new UsageError(`bad worker count '${count}': scale takes a whole number or 'max'`);
+    control.workers = count === 'max' ? count : Number(count);
+  }
+  return { control };
+}
+
+// argv (without node and the command) -> { help } | { version } | { control } for a command to a
+// running cluster | { options } for supervise(). Options end at the app's path (or `--`): what
+// follows is the app's own. (An app named like a command is run as ./status.)
 function parse(argv) {
+  if (COMMANDS.includes(argv[0])) return parseControl(argv);
   const options = {};
   let i = 0;
   for (; i < argv.length; i++) {
@@ -179,13 +214,18 @@ function main(argv = process.argv.slice(2), { stdout = process.stdout, stderr = 
     stdout.write(parsed.help ? HELP : `${require('../package.json').version}\n`);
     return null;
   }
+  if (parsed.control) {
+    runControl(parsed.control, { stdout, stderr }).then((status) => (process.exitCode = status));
+    return null;
+  }
 
   const supervisor = supervise(parsed.options);
   log(supervisor, (line) => stderr.write(line));
 
   let status = EXIT.ok;
-  const finish = ({ killed }) => process.exit(status === EXIT.ok && killed > 0 ? EXIT.failed : status);
-  const shutdown = () => supervisor.shutdown().then(finish);
+  // However the shutdown was asked for: a signal, the control socket, a crash loop, an error.
+  supervisor.once('stopped', ({ killed }) => process.exit(status === EXIT.ok && killed > 0 ? EXIT.failed : status));
+  const shutdown = () => supervisor.shutdown();
   const reload = () => supervisor.reload().catch(() => {}); // the outcome is logged
   supervisor.on('crashLoop', () => {
     status = EXIT.failed;

@@ -22,6 +22,7 @@ const DEFAULTS = {
   notify: false,
   probe: null,
   metrics: null,
+  control: null,
   statsInterval: null,
 };
 
@@ -116,6 +117,7 @@ const CHECKS = {
   probe: address(undefined),
   // Metrics are for this host's scraper unless told otherwise.
   metrics: address('127.0.0.1'),
+  control: (v, n) => (v === null ? v : nonEmptyString(v, n)),
   statsInterval: (v, n) => (v === null ? v : integer(v, n, 1)),
 };
 

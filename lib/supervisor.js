@@ -10,7 +10,8 @@
 // wait for it, and only ever touch their own slot.
 //
 // stats() gives each worker's figures (lib/supervisor-stats.js); they are also served as
-// Prometheus metrics (lib/supervisor-metrics.js).
+// Prometheus metrics (lib/supervisor-metrics.js), and a control socket lets the `rust-cluster`
+// command see and steer a running supervisor (lib/supervisor-control.js).
 const EventEmitter = require('events');
 const path = require('path');
 const cluster = require('..');
@@ -19,6 +20,7 @@ const { normalize, workerCount } = require('./supervisor-options');
 const { createNotifier, notifySupervisor } = require('./sd-notify');
 const { probeServer } = require('./supervisor-probe');
 const { metricsServer } = require('./supervisor-metrics');
+const { controlServer } = require('./supervisor-control');
 const { StatsSampler, readFigures } = require('./supervisor-stats');
 
 const DRAIN_PRELOAD = path.join(__dirname, 'worker-drain.js');
@@ -76,6 +78,7 @@ class Supervisor extends EventEmitter {
     const onError = (err) => this.emit('error', err);
     if (o.probe) this._probe = probeServer(this, o.probe, onError);
     if (o.metrics) this._metrics = metricsServer(this, o.metrics, onError);
+    if (o.control) controlServer(this, o.control, onError);
     if (o.statsInterval !== null) {
       this._statsTimer = setInterval(() => this.emit('stats', this.stats()), o.statsInterval);
       this._statsTimer.unref();
