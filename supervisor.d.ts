@@ -41,7 +41,7 @@ export interface SupervisorOptions {
     metrics?: { port: number; host?: string } | null;
     /** Path of a unix socket (mode 0600) for `rust-cluster status|reload|scale|stop`. Default null. */
     control?: string | null;
-    /** Emit 'stats' with stats() every this many ms. Default null: never. */
+    /** Emit 'stats' with stats() every this many ms. Default null: never (with metrics or control the figures are still sampled every second, for CPU %). */
     statsInterval?: number | null;
 }
 
@@ -86,7 +86,7 @@ export interface WorkerStats {
     uptime: number;
     /** Respawns of its slot after unexpected exits. */
     restarts: number;
-    /** CPU used since the previous sample of this worker (samples under 500 ms apart share a window), in % of one core. */
+    /** CPU used since the previous sample of this worker (each stats() call, 'stats' event or scrape samples; samples under 500 ms apart share a window), in % of one core. */
     cpuPercent: number | null;
     /** User and system CPU time used, in seconds. */
     cpuSeconds: number | null;

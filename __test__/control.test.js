@@ -86,6 +86,25 @@ test('status prints a table of the workers, aligned, in human units; --json give
   assert.equal(json.implementation, 'rust');
 });
 
+test('status shows the CPU % of the last second or so, though nobody asked before', { timeout: 30_000 }, async (t) => {
+  const { command, socket, port } = await startCluster(t, { workers: 1 });
+  const [pid] = command.pids();
+  // CPU seconds from /proc, read here so that the supervisor samples nothing meanwhile.
+  const cpu = () => {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  };
+  // 3 s idle, then busy: over the worker's life, under half of a core by the time it has spun 1.5 s.
+  await get(port, '/slow?ms=3000');
+  const before = cpu();
+  const spin = get(port, '/spin?ms=5000').catch((err) => err);
+  await until(() => cpu() - before >= 1.5, { what: '1.5 s of CPU spent', interval: 50 });
+  const [worker] = (await status(socket)).workers;
+  assert.ok(worker.cpuPercent > 80, `${worker.cpuPercent}%`);
+  await spin;
+});
+
 test('the socket is owner-only (0600) from the start; a user who is not its owner cannot connect (EACCES)', { skip: process.getuid() !== 0 && 'needs root to run a command as another user' }, async (t) => {
   const { socket } = await startCluster(t, { workers: 1 });
   const stat = fs.statSync(socket);

@@ -27,6 +27,9 @@ const DRAIN_PRELOAD = path.join(__dirname, 'worker-drain.js');
 // RSS is sampled this often, and a worker is replaced once this many samples in a row are over.
 const MEMORY_INTERVAL = 500;
 const MEMORY_SAMPLES = 2;
+// With metrics or a control socket and no statsInterval, the figures are still sampled this often,
+// so that the CPU % they show is over the last second, not since whoever looked last.
+const STATS_INTERVAL = 1000;
 
 function supervisorError(code, message, props) {
   return Object.assign(new Error(message), { code }, props);
@@ -79,8 +82,12 @@ class Supervisor extends EventEmitter {
     if (o.probe) this._probe = probeServer(this, o.probe, onError);
     if (o.metrics) this._metrics = metricsServer(this, o.metrics, onError);
     if (o.control) controlServer(this, o.control, onError);
-    if (o.statsInterval !== null) {
-      this._statsTimer = setInterval(() => this.emit('stats', this.stats()), o.statsInterval);
+    const statsInterval = o.statsInterval ?? (o.metrics || o.control ? STATS_INTERVAL : null);
+    if (statsInterval !== null) {
+      this._statsTimer = setInterval(() => {
+        const stats = this.stats();
+        if (o.statsInterval !== null) this.emit('stats', stats);
+      }, statsInterval);
       this._statsTimer.unref();
     }
     if (o.maxMemory !== null) {
