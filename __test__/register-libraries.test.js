@@ -5,37 +5,16 @@
 // core; in reference mode the same programs run with no preload, on Node's cluster.
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
-const http = require('node:http');
 const path = require('node:path');
 const { reference } = require('./helpers/impl');
 const { startFixture } = require('./helpers/fixture');
+const seedHelpers = require('./helpers/seed');
 
 const FIXTURES = path.join(__dirname, 'fixtures', 'register');
 const ORIGIN = reference ? 'node' : 'rust-cluster';
 
 // GET / → the pid in the answer's JSON body.
-function requestPid(port, { timeout = 5_000 } = {}) {
-  return new Promise((resolve, reject) => {
-    const req = http.get({ host: '127.0.0.1', port, path: '/', agent: false }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk) => { body += chunk; });
-      res.on('end', () => {
-        clearTimeout(timer);
-        try {
-          resolve(JSON.parse(body).pid);
-        } catch {
-          reject(new Error(`unexpected body: ${body}`));
-        }
-      });
-    });
-    const timer = setTimeout(() => req.destroy(new Error(`no answer within ${timeout} ms`)), timeout);
-    req.on('error', (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-  });
-}
+const requestPid = (port) => seedHelpers.requestPid(port, { parse: (body) => JSON.parse(body).pid });
 
 // Requests until every one of `pids` has answered (at most 100 requests); returns those that did.
 async function answeredBy(port, pids) {

@@ -61,8 +61,15 @@ function writeSeed(dir, { requireLine, port }) {
   return file;
 }
 
-// GET / → the answering worker's pid, parsed from 'worker received request, id:N,pid:P'.
-function requestPid(port, { timeout = 5_000 } = {}) {
+// The pid in the seed's answer, 'worker received request, id:N,pid:P'.
+function seedPid(body) {
+  const match = body.match(/^worker received request, id:\d+,pid:(\d+)$/);
+  if (!match) throw new Error(`unexpected body: ${body}`);
+  return Number(match[1]);
+}
+
+// GET / → the answering worker's pid, as `parse` reads it from the body (the seed's by default).
+function requestPid(port, { timeout = 5_000, parse = seedPid } = {}) {
   return new Promise((resolve, reject) => {
     const req = http.get({ host: '127.0.0.1', port, path: '/', agent: false }, (res) => {
       let body = '';
@@ -70,9 +77,11 @@ function requestPid(port, { timeout = 5_000 } = {}) {
       res.on('data', (chunk) => { body += chunk; });
       res.on('end', () => {
         clearTimeout(timer);
-        const match = body.match(/^worker received request, id:\d+,pid:(\d+)$/);
-        if (match) resolve(Number(match[1]));
-        else reject(new Error(`unexpected body: ${body}`));
+        try {
+          resolve(parse(body));
+        } catch (err) {
+          reject(err);
+        }
       });
     });
     const timer = setTimeout(() => req.destroy(new Error(`no answer within ${timeout} ms`)), timeout);
