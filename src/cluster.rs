@@ -807,6 +807,28 @@ mod tests {
       nix::unistd::write(theirs, format!("{line}\n").as_bytes()).unwrap();
     }
 
+    /// What JavaScript does when the core asks it for a round-robin server: listens as the query
+    /// says (here always 127.0.0.1 with the query's port and backlog) and hands the socket over.
+    fn make_servers(sink: &Sink, cluster: &Cluster) {
+      for event in sink.take() {
+        let Event::Cluster { json, .. } = event else { continue };
+        let asked: Value = serde_json::from_str(&json).unwrap();
+        if asked["act"] != "listen" {
+          continue;
+        }
+        let query = &asked["query"];
+        let spec = sockets::Tcp {
+          ip: Some(Ipv4Addr::LOCALHOST.into()),
+          port: query["port"].as_u64().unwrap() as u16,
+          ipv6_only: false,
+          reuse_port: false,
+        };
+        let fd = sockets::bind_tcp(&spec).unwrap();
+        sockets::listen(&fd, backlog(query)).unwrap();
+        cluster.adopt_server(asked["key"].as_str().unwrap(), Ok(fd));
+      }
+    }
+
     #[test]
     fn round_robin_feeds_each_worker_up_to_its_depth_and_leaves_the_rest_in_the_backlog() {
       let reactor = Arc::new(Reactor::new().unwrap());
@@ -820,6 +842,8 @@ mod tests {
         r#"{"cmd":"NODE_CLUSTER","act":"queryServer","address":"127.0.0.1","port":0,"addressType":4,"fd":-1,"index":0,"backlog":16,"data":null,"seq":0}"#,
       );
       turn();
+      assert!(read_all(&theirs).0.is_empty(), "the reply waits for the server JavaScript makes");
+      make_servers(&sink, &cluster);
       let (replies, _) = read_all(&theirs);
       assert_eq!(replies[0]["ack"], 0);
       assert_eq!(replies[0]["errno"], Value::Null, "round-robin: no socket for the worker");
@@ -863,6 +887,7 @@ mod tests {
       let (_a, a) = worker(&reactor, &sink, &cluster, 1);
       say(&a, query);
       turn();
+      make_servers(&sink, &cluster);
       let port = read_all(&a).0[0]["sockname"]["port"].as_u64().unwrap() as u16;
       let connect = |n: usize| -> Vec<TcpStream> {
         (0..n).map(|_| TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap()).collect()
