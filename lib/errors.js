@@ -58,6 +58,10 @@ const ERRORS = {
   ERR_CHILD_CLOSED_BEFORE_REPLY: [Error, () => 'Child closed before reply received'],
   ERR_INVALID_HANDLE_TYPE: [TypeError, () => 'This handle type cannot be sent'],
   ERR_IPC_MESSAGE: [Error, (detail) => `Invalid message on the IPC channel: ${detail}`],
+  ERR_RUST_CLUSTER_NATIVE_MISSING: [Error, (target) =>
+    `rust-cluster: the native core for ${target} is not installed or cannot be loaded. ` +
+    "Without it `rust-cluster` and `rust-cluster/child_process` are Node's own (unless RUST_CLUSTER_NATIVE=required); " +
+    '`rust-cluster/ipc` needs it. From a checkout, build it with `npm install` (needs a Rust toolchain: cargo) or `npm run build`.'],
   ERR_SOCKET_BAD_PORT: [RangeError, (name, port) => `${name} should be >= 0 and < 65536. Received ${util.inspect(port)}.`],
 };
 

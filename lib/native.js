@@ -8,17 +8,13 @@
 // is ref'd exactly while something (a child process, an open channel) wants the loop alive.
 
 const fs = require('fs');
+const { errors } = require('./errors');
 
 function load() {
   try {
     return require('../binding.js');
   } catch (err) {
-    const hint = new Error(
-      `rust-cluster: the native core for ${process.platform}-${process.arch} is not installed or cannot be loaded. ` +
-        "Without it `rust-cluster` and `rust-cluster/child_process` are Node's own (unless RUST_CLUSTER_NATIVE=required); " +
-        '`rust-cluster/ipc` needs it. From a checkout, build it with `npm install` (needs a Rust toolchain: cargo) or `npm run build`.',
-    );
-    hint.code = 'ERR_RUST_CLUSTER_NATIVE_MISSING';
+    const hint = errors.ERR_RUST_CLUSTER_NATIVE_MISSING(`${process.platform}-${process.arch}`);
     hint.cause = err;
     throw hint;
   }
