@@ -1,5 +1,6 @@
 'use strict';
-// Behaviour of the cluster module against Node's documented behaviour (PROTOCOL.md §5).
+// Behaviour of the cluster module against Node's documented behaviour (doc/api/cluster.md and
+// lib/internal/cluster/primary.js in Node's source).
 // The primary is whatever process requires the module, so each test runs a fixture primary from
 // fixtures/cluster/ (implementation chosen by RC_REFERENCE, which the fixture inherits) and reads
 // what it observed as JSON lines on stdout; workers write to the same stdout.

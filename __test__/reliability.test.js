@@ -220,7 +220,7 @@ describe('security', () => {
     t.after(() => delete process.env.RC_LEAK_CANARY);
     const env = { ONLY: 'this', WEIRD: 'a=b\nc "d" $(e)', EMPTY: '' };
     // Node appends its own NODE_CHANNEL_* after the user's, and the child reads the user's (bogus)
-    // one; rust-cluster replaces them (PROTOCOL.md pitfalls: env duplicates).
+    // one; rust-cluster replaces them, so the channel the child reads is the real one.
     if (!impl.reference) Object.assign(env, { NODE_CHANNEL_FD: '99', NODE_CHANNEL_SERIALIZATION_MODE: 'bogus' });
     const r = await report(t, [], { env });
     const expected = { ONLY: 'this', WEIRD: env.WEIRD, EMPTY: '' };

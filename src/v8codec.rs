@@ -1,6 +1,6 @@
 //! Codec for the subset of V8's `ValueSerializer` format that Node's
-//! child_process "advanced" serialization puts on the IPC channel
-//! (PROTOCOL.md §2.2). Payloads are header + one value; the 4-byte length
+//! child_process "advanced" serialization puts on the IPC channel (V8's
+//! value-serializer.cc is the authority). Payloads are header + one value; the 4-byte length
 //! prefix of the frame is not handled here.
 //!
 //! Decoding maps JS values onto JSON the way Node's JSON mode would be
