@@ -241,10 +241,7 @@ impl Reactor {
         contain(source.as_ref(), Readiness(event.events()));
       }
     }
-    let hooks: Vec<_> = lock(&self.batch_hooks).iter().filter_map(Weak::upgrade).collect();
-    for hook in hooks {
-      hook.batch_end();
-    }
+    self.end_batch();
     Ok(n)
   }
 
@@ -265,8 +262,15 @@ impl Reactor {
       let failed = panic::catch_unwind(AssertUnwindSafe(|| source.failed(reason.clone())));
       drop(failed);
     }
-    let hooks: Vec<_> = lock(&self.batch_hooks).iter().filter_map(Weak::upgrade).collect();
-    hooks.iter().for_each(|hook| hook.batch_end());
+    self.end_batch();
+  }
+
+  /// Runs the batch hooks, under their lock: no allocation per batch, and a hook (a sink's wake)
+  /// never registers another.
+  fn end_batch(&self) {
+    for hook in lock(&self.batch_hooks).iter().filter_map(Weak::upgrade) {
+      hook.batch_end();
+    }
   }
 }
 
