@@ -190,3 +190,73 @@ describe('several JavaScript environments', () => {
     assert.equal(fs.readFileSync(marker, 'utf8'), 'exited 0');
   });
 });
+
+describe('reading on the JavaScript thread while it waits, on the reactor while it is busy', () => {
+  const OURS_ONLY = impl.reference && "rust-cluster's own reactor thread";
+
+  // How often the reactor thread has slept and been woken, by the kernel's count.
+  function reactorWakeups() {
+    for (const tid of fs.readdirSync('/proc/self/task')) {
+      if (fs.readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').startsWith('rust-cluster-re')) {
+        const status = fs.readFileSync(`/proc/self/task/${tid}/status`, 'utf8');
+        return Number(/^voluntary_ctxt_switches:\s+(\d+)$/m.exec(status)[1]);
+      }
+    }
+    throw new Error('no rust-cluster reactor thread in this process');
+  }
+
+  const framesIn = (child) => {
+    const { binding } = require('../lib/native');
+    return binding.stats().channels.find((c) => c.id === child._id).framesIn;
+  };
+
+  // Spins (JavaScript busy, never back in its loop) until `done()` or 10 s.
+  function busyUntil(done) {
+    const deadline = Date.now() + 10_000;
+    while (!done() && Date.now() < deadline);
+    return done();
+  }
+
+  test('200 round trips with a waiting parent are read by its own loop, not by waking the reactor thread', { skip: OURS_ONLY }, async (t) => {
+    const child = fork(fixture('echo.js'));
+    t.after(() => child.kill());
+    const roundTrip = async (i) => {
+      const reply = once(child, 'message');
+      child.send(i);
+      assert.equal((await reply)[0], i);
+    };
+    await roundTrip(-1);
+    const before = reactorWakeups();
+    for (let i = 0; i < 200; i++) await roundTrip(i);
+    const woken = reactorWakeups() - before;
+    // Read by the reactor, each reply would wake it at least once.
+    assert.ok(woken < 100, `the reactor thread was woken ${woken} times for 200 round trips`);
+  });
+
+  for (const where of ['a timer', "a 'message' listener"]) {
+    test(`a parent busy in ${where} still ACKs a received handle, so the child's next message arrives`, { skip: OURS_ONLY }, async (t) => {
+      const child = fork(fixture('handle-sender.js'));
+      t.after(() => child.kill());
+      await once(child, 'message');
+      const start = framesIn(child);
+      // before, the handle, after: 'after' leaves the child only once the handle is ACKed.
+      const acked = () => framesIn(child) >= start + 3;
+      const received = [];
+      const spun = new Promise((resolve) => {
+        if (where === 'a timer') setTimeout(() => resolve(busyUntil(acked)), 0);
+        child.on('message', (message, handle) => {
+          received.push(handle ? `${message}+handle` : message);
+          // A received server listens here too: it must not keep the test alive.
+          handle?.close();
+          if (message === 'before' && where !== 'a timer') resolve(busyUntil(acked));
+        });
+      });
+      child.send('go');
+      const busy = await spun;
+      assert.ok(busy, `only ${framesIn(child) - start} of 3 frames were read while JavaScript was busy`);
+      await until(() => received.length === 3, { what: 'the three messages' });
+      assert.deepEqual(received, ['before', 'handle+handle', 'after']);
+    });
+  }
+});
+

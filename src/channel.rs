@@ -343,6 +343,7 @@ impl Channel {
         break;
       }
       let room = reader.decoder.spare(READ_SIZE);
+      let wanted = room.len();
       let mut iov = [IoSliceMut::new(room)];
       let flags = MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT;
       let (n, fds) = match recvmsg::<()>(self.raw_fd(), &mut iov, Some(&mut control), flags) {
@@ -376,6 +377,11 @@ impl Channel {
         self.hand_over(&mut reader.batch);
         drop(guard);
         return self.fail_with(failure);
+      }
+      // A short read emptied the socket (as libuv assumes): epoll is level-triggered, so more
+      // data reports itself, and the EAGAIN read is saved.
+      if bounded && n < wanted {
+        break;
       }
     }
     self.hand_over(&mut reader.batch);

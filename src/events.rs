@@ -149,6 +149,11 @@ impl Sink {
     }
   }
 
+  /// Events are waiting for JavaScript.
+  pub fn pending(&self) -> bool {
+    !lock(&self.queue).events.is_empty()
+  }
+
   pub fn take(&self) -> Vec<Event> {
     let mut queue = lock(&self.queue);
     self.notified.store(false, Ordering::Release);

@@ -14,6 +14,7 @@ mod channel;
 mod cluster;
 mod events;
 mod framing;
+mod js_loop;
 mod listener;
 mod lock;
 mod notify;
@@ -22,17 +23,19 @@ mod reactor;
 mod runtime;
 mod sockets;
 mod spawn;
+mod uv;
 mod v8codec;
 
 use std::os::fd::IntoRawFd;
 use std::sync::Arc;
 
-use napi::bindgen_prelude::{Buffer, Either, Function, Uint32Array};
+use napi::bindgen_prelude::{Buffer, Either, Function, JsValue, Uint32Array};
 use napi::Env;
 use napi_derive::napi;
 
 use events::{Event, Payload};
 use framing::Mode;
+use js_loop::JsLoop;
 use runtime::{Ipc, Runtime, SpawnError};
 
 /// stdio entries of `spawn`: a parent fd number (>= 0) or one of these.
@@ -88,7 +91,13 @@ pub fn init(env: Env, notify: Function<(), ()>) -> napi::Result<()> {
   }
   let tsfn = notify.build_threadsafe_function::<()>().weak::<true>().build_callback(|_| Ok(()))?;
   let reactor = reactor::global().map_err(napi::Error::from_reason)?;
-  env.set_instance_data(Runtime::new(reactor.clone(), Some(tsfn)), (), |context| drop(context.value))
+  let runtime = Runtime::new(reactor.clone(), Some(tsfn)).map_err(|e| errno_error(e, "epoll_create1"))?;
+  let (local, watch, sink) = runtime.loop_parts();
+  env.set_instance_data(runtime, (), |context| drop(context.value))?;
+  if let Some(js_loop) = JsLoop::start(env.raw(), notify.raw(), local, watch, sink) {
+    env.add_env_cleanup_hook(js_loop, JsLoop::stop)?;
+  }
+  Ok(())
 }
 
 fn runtime(env: &Env) -> napi::Result<&'static Runtime> {

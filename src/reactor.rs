@@ -14,7 +14,7 @@
 //! A panic in a source, or a failed `epoll_wait`, is reported to the sources concerned through
 //! `Source::failed`, never a silent freeze.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread;
@@ -224,6 +224,11 @@ impl Reactor {
     Ok(source)
   }
 
+  /// The epoll set itself, for a reactor served from elsewhere (an environment's channel set).
+  pub fn fd(&self) -> BorrowedFd<'_> {
+    self.epoll.0.as_fd()
+  }
+
   pub fn add_batch_hook(&self, hook: Weak<dyn BatchEnd>) {
     let mut hooks = lock(&self.batch_hooks);
     hooks.retain(|hook| hook.strong_count() > 0);
@@ -256,7 +261,7 @@ impl Reactor {
   }
 
   /// Tells every source that nothing will be served any more.
-  fn stop(&self, reason: String) {
+  pub fn stop(&self, reason: String) {
     let sources = lock(&self.slab).live();
     for source in sources {
       let failed = panic::catch_unwind(AssertUnwindSafe(|| source.failed(reason.clone())));

@@ -19,6 +19,7 @@ use crate::channel::{self, Channel, TrafficStats};
 use crate::cluster::{Cluster, ClusterStats};
 use crate::events::{Event, Notify, Sink};
 use crate::framing::Mode;
+use crate::js_loop::Watch;
 use crate::lock::lock;
 use crate::process::{self, Child, Usage};
 use crate::reactor::{BatchEnd, Reactor};
@@ -26,6 +27,10 @@ use crate::spawn;
 
 pub struct Runtime {
   reactor: Arc<Reactor>,
+  /// This environment's reading channels: served by its own loop while it waits, by the
+  /// reactor thread through `watch` otherwise (see js_loop.rs).
+  local: Arc<Reactor>,
+  watch: Arc<Watch>,
   sink: Arc<Sink>,
   pub cluster: Arc<Cluster>,
   next_id: AtomicU32,
@@ -64,18 +69,27 @@ pub enum SpawnError {
 }
 
 impl Runtime {
-  pub fn new(reactor: Arc<Reactor>, notify: Option<Notify>) -> Runtime {
+  pub fn new(reactor: Arc<Reactor>, notify: Option<Notify>) -> Result<Runtime, Errno> {
     let sink = Arc::new(Sink::new(notify));
     reactor.add_batch_hook(Arc::downgrade(&sink) as Weak<dyn BatchEnd>);
     let cluster = Cluster::new(reactor.clone(), sink.clone());
-    Runtime {
+    let local = Arc::new(Reactor::new()?);
+    let watch = Watch::new(&reactor, local.clone())?;
+    Ok(Runtime {
       reactor,
+      local,
+      watch,
       sink,
       cluster,
       next_id: AtomicU32::new(1),
       channels: Mutex::default(),
       children: Mutex::default(),
-    }
+    })
+  }
+
+  /// What the JavaScript thread's loop needs to serve this environment's channels.
+  pub fn loop_parts(&self) -> (Arc<Reactor>, Arc<Watch>, Arc<Sink>) {
+    (self.local.clone(), self.watch.clone(), self.sink.clone())
   }
 
   fn next_id(&self) -> u32 {
@@ -96,7 +110,7 @@ impl Runtime {
       let channel = match &ipc {
         Some(ipc) => {
           let fd = pipes[ipc.index].take().expect("an ipc entry has a parent end");
-          let channel = Channel::open(&self.reactor, fd, self.channel_options(id, ipc.mode, ipc.limit, ipc.worker))
+          let channel = Channel::open(&self.local, fd, self.channel_options(id, ipc.mode, ipc.limit, ipc.worker))
             .map_err(|e| SpawnError::Setup("ipc channel", e))?;
           if ipc.worker {
             self.cluster.attach(&channel);
@@ -128,7 +142,7 @@ impl Runtime {
   /// A connected stream socket as a message channel; returns its id.
   pub fn open_channel(&self, fd: OwnedFd, mode: Mode, limit: usize) -> Result<u32, Errno> {
     let id = self.next_id();
-    let channel = Channel::open(&self.reactor, fd, self.channel_options(id, mode, limit, false))?;
+    let channel = Channel::open(&self.local, fd, self.channel_options(id, mode, limit, false))?;
     lock(&self.channels).insert(id, channel);
     Ok(id)
   }

@@ -1,0 +1,347 @@
+//! Reading on the JavaScript thread while its event loop waits, as Node does, with the reactor
+//! thread as the backstop whenever JavaScript is busy.
+//!
+//! Each environment's reading channels are registered in an epoll set of their own (a `Reactor`
+//! that no thread turns by itself). Two parties serve that set:
+//! - the JavaScript thread, through a uv_poll on the set in its own libuv loop. A message that
+//!   arrives while JavaScript waits for I/O wakes that loop, is read and framed in Rust and handed
+//!   to JavaScript in the same callback: one wake-up per message, as with Node's own channel,
+//!   where the reactor would cost its own wake-up and then JavaScript's.
+//! - the reactor thread, through a `Watch` on the same set, armed only while JavaScript is not
+//!   waiting in its loop (running a script, timers, callbacks). Handle ACKs, round-robin replies
+//!   and the read budget then never wait for JavaScript, as before.
+//!
+//! The arming follows libuv's phases: disarmed in the prepare phase when the loop is about to
+//! block, armed in the check phase after it wakes, and before our own callback calls into
+//! JavaScript. One gap remains: another handle's I/O callback that starts while the set is quiet
+//! runs with the set disarmed, so what arrives meanwhile waits for that callback to return (as
+//! everything does with Node's channel).
+
+use std::ffi::c_int;
+use std::os::fd::AsRawFd;
+use std::ptr;
+use std::sync::{Arc, Mutex};
+
+use napi::sys;
+use nix::errno::Errno;
+use nix::sys::epoll::EpollEvent;
+
+use crate::events::Sink;
+use crate::lock::lock;
+use crate::reactor::{Interest, Reactor, Readiness, Registration, Source};
+use crate::sockets;
+use crate::uv::{self, Uv};
+
+/// Ready channels taken per turn of the set.
+const BATCH: usize = 64;
+
+/// The reactor thread's hold on an environment's channel set.
+pub struct Watch {
+  local: Arc<Reactor>,
+  io: Registration,
+  ready: Mutex<Vec<EpollEvent>>,
+}
+
+impl Watch {
+  /// Puts `local`'s set in `reactor`, armed: JavaScript is running until its loop says otherwise.
+  pub fn new(reactor: &Arc<Reactor>, local: Arc<Reactor>) -> Result<Arc<Watch>, Errno> {
+    let fd = Arc::new(sockets::duplicate(local.fd().as_raw_fd())?);
+    reactor.register(fd, Interest::READ, |io, _| Watch {
+      local,
+      io,
+      ready: Mutex::new(vec![EpollEvent::empty(); BATCH]),
+    })
+  }
+
+  fn arm(&self, on: bool) {
+    self.io.set_read(on);
+  }
+}
+
+impl Source for Watch {
+  fn ready(&self, _: Readiness) {
+    let _ = self.local.turn(&mut lock(&self.ready), Some(0));
+  }
+
+  fn failed(&self, reason: String) {
+    self.io.deregister();
+    self.local.stop(reason);
+  }
+}
+
+/// The JavaScript thread's side: a poll, a prepare and a check handle on its libuv loop. Lives
+/// on that thread, from `start` until `stop` in the environment's cleanup.
+pub struct JsLoop(*mut Hooks);
+
+struct Hooks {
+  uv: &'static Uv,
+  event_loop: *mut uv::Loop,
+  handles: [Box<[u64]>; 3],
+  /// Handles not yet closed; the last close frees this.
+  open: usize,
+  /// The set could not be polled: the reactor keeps it for good.
+  failed: bool,
+  local: Arc<Reactor>,
+  watch: Arc<Watch>,
+  sink: Arc<Sink>,
+  ready: Vec<EpollEvent>,
+  env: sys::napi_env,
+  dispatch: sys::napi_ref,
+  context: sys::napi_async_context,
+}
+
+const POLL: usize = 0;
+const PREPARE: usize = 1;
+const CHECK: usize = 2;
+
+impl JsLoop {
+  /// Hooks `local` into `env`'s loop, calling `dispatch` (a JavaScript function) when its events
+  /// are queued. `None` where libuv is not reachable: the reactor then serves the set alone.
+  pub fn start(
+    env: sys::napi_env,
+    dispatch: sys::napi_value,
+    local: Arc<Reactor>,
+    watch: Arc<Watch>,
+    sink: Arc<Sink>,
+  ) -> Option<JsLoop> {
+    let uv = uv::get()?;
+    let mut event_loop = ptr::null_mut();
+    let mut reference = ptr::null_mut();
+    let mut name = ptr::null_mut();
+    let mut context = ptr::null_mut();
+    let label = "rust-cluster:channels";
+    // SAFETY: called on the environment's own thread from a napi call, with values it gave us.
+    let ready = unsafe {
+      sys::napi_get_uv_event_loop(env, &mut event_loop) == sys::Status::napi_ok
+        && sys::napi_create_reference(env, dispatch, 1, &mut reference) == sys::Status::napi_ok
+        && sys::napi_create_string_utf8(env, label.as_ptr().cast(), label.len() as isize, &mut name)
+          == sys::Status::napi_ok
+        && sys::napi_async_init(env, ptr::null_mut(), name, &mut context) == sys::Status::napi_ok
+    };
+    let hooks = Box::into_raw(Box::new(Hooks {
+      uv,
+      event_loop: event_loop.cast(),
+      handles: [uv::handle_memory(uv, uv::POLL), uv::handle_memory(uv, uv::PREPARE), uv::handle_memory(uv, uv::CHECK)],
+      open: 0,
+      failed: false,
+      local,
+      watch,
+      sink,
+      ready: vec![EpollEvent::empty(); BATCH],
+      env,
+      dispatch: reference,
+      context,
+    }));
+    let js_loop = JsLoop(hooks);
+    // SAFETY: `hooks` is ours until the handles close; the loop is this thread's.
+    if ready && unsafe { js_loop.open_handles() } {
+      Some(js_loop)
+    } else {
+      js_loop.stop();
+      None
+    }
+  }
+
+  /// Starts the three handles, unref'd: JavaScript alone decides what keeps the loop alive.
+  ///
+  /// # Safety
+  /// On the environment's thread, once.
+  unsafe fn open_handles(&self) -> bool {
+    // SAFETY: the caller's promise; each handle's memory lives in `Hooks` until its close.
+    unsafe {
+      let hooks = &mut *self.0;
+      let uv = hooks.uv;
+      let fd = hooks.local.fd().as_raw_fd();
+      let [poll, prepare, check] = [POLL, PREPARE, CHECK].map(|i| hooks.handles[i].as_mut_ptr().cast::<uv::Handle>());
+      if (uv.poll_init)(hooks.event_loop, poll, fd) != 0 {
+        return false;
+      }
+      (uv.prepare_init)(hooks.event_loop, prepare);
+      (uv.check_init)(hooks.event_loop, check);
+      hooks.open = 3;
+      for handle in [poll, prepare, check] {
+        uv::set_data(handle, self.0.cast());
+        (uv.unref)(handle);
+      }
+      (uv.prepare_start)(prepare, on_prepare);
+      (uv.check_start)(check, on_check);
+      (uv.poll_start)(poll, uv::READABLE, on_readable) == 0
+    }
+  }
+
+  /// The environment is going: the reactor takes the set back for the runtime's last acts, and
+  /// the handles close (libuv frees them on the loop's next run, which Node does at teardown).
+  pub fn stop(self) {
+    // SAFETY: on the environment's thread, in its cleanup, while napi calls are still allowed.
+    unsafe {
+      let hooks = &mut *self.0;
+      hooks.failed = true;
+      hooks.watch.arm(true);
+      if !hooks.dispatch.is_null() {
+        sys::napi_delete_reference(hooks.env, hooks.dispatch);
+      }
+      if !hooks.context.is_null() {
+        sys::napi_async_destroy(hooks.env, hooks.context);
+      }
+      if hooks.open == 0 {
+        drop(Box::from_raw(self.0));
+        return;
+      }
+      for index in [POLL, PREPARE, CHECK] {
+        (hooks.uv.close)(hooks.handles[index].as_mut_ptr().cast(), on_close);
+      }
+    }
+  }
+}
+
+/// The hooks a handle belongs to.
+///
+/// # Safety
+/// `handle` is one of ours, not yet closed.
+unsafe fn hooks<'a>(handle: *mut uv::Handle) -> &'a mut Hooks {
+  // SAFETY: `data` was set to the hooks, which outlive every handle (the caller's promise).
+  unsafe { &mut *uv::data(handle).cast::<Hooks>() }
+}
+
+unsafe extern "C" fn on_readable(handle: *mut uv::Handle, status: c_int, _events: c_int) {
+  // SAFETY: libuv calls this for our open poll handle, on the loop's thread.
+  let hooks = unsafe { hooks(handle) };
+  if status < 0 {
+    hooks.failed = true;
+    hooks.watch.arm(true);
+    return;
+  }
+  let _ = hooks.local.turn(&mut hooks.ready, Some(0));
+  // JavaScript may run for long from here: the reactor keeps the set meanwhile.
+  hooks.watch.arm(true);
+  if hooks.sink.pending() {
+    // SAFETY: on the loop's thread, outside any JavaScript call, with the environment alive.
+    unsafe { call_dispatch(hooks) };
+  }
+}
+
+unsafe extern "C" fn on_prepare(handle: *mut uv::Handle) {
+  // SAFETY: libuv calls this for our open prepare handle, on the loop's thread.
+  let hooks = unsafe { hooks(handle) };
+  // SAFETY: the loop is the one this callback runs on.
+  let blocks = unsafe { (hooks.uv.backend_timeout)(hooks.event_loop) } != 0;
+  if blocks && !hooks.failed {
+    hooks.watch.arm(false);
+  }
+}
+
+unsafe extern "C" fn on_check(handle: *mut uv::Handle) {
+  // SAFETY: libuv calls this for our open check handle, on the loop's thread.
+  unsafe { hooks(handle) }.watch.arm(true);
+}
+
+unsafe extern "C" fn on_close(handle: *mut uv::Handle) {
+  // SAFETY: libuv is done with `handle`; the hooks are freed after the last of the three.
+  let hooks = unsafe { uv::data(handle) }.cast::<Hooks>();
+  // SAFETY: as above; nothing else touches the hooks any more.
+  unsafe {
+    (*hooks).open -= 1;
+    if (*hooks).open == 0 {
+      drop(Box::from_raw(hooks));
+    }
+  }
+}
+
+/// Calls the environment's dispatch as Node calls into JavaScript from its loop: in a callback
+/// scope (nextTicks and microtasks run after it), an exception going to 'uncaughtException'.
+///
+/// # Safety
+/// On the loop's thread, outside any JavaScript call, with the environment alive.
+unsafe fn call_dispatch(hooks: &Hooks) {
+  let env = hooks.env;
+  // SAFETY: the caller's promise; every value used comes from this environment.
+  unsafe {
+    let mut scope = ptr::null_mut();
+    if sys::napi_open_handle_scope(env, &mut scope) != sys::Status::napi_ok {
+      return;
+    }
+    let mut function = ptr::null_mut();
+    let mut receiver = ptr::null_mut();
+    let mut result = ptr::null_mut();
+    sys::napi_get_reference_value(env, hooks.dispatch, &mut function);
+    sys::napi_get_global(env, &mut receiver);
+    let status = sys::napi_make_callback(env, hooks.context, receiver, function, 0, ptr::null(), &mut result);
+    if status == sys::Status::napi_pending_exception {
+      let mut error = ptr::null_mut();
+      sys::napi_get_and_clear_last_exception(env, &mut error);
+      sys::napi_fatal_exception(env, error);
+    }
+    sys::napi_close_handle_scope(env, scope);
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+  use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+  use std::os::fd::OwnedFd;
+  use std::sync::atomic::{AtomicUsize, Ordering};
+
+  /// A channel stand-in: reads whatever is there, counts the turns that found it readable.
+  struct Reader {
+    io: Registration,
+    served: AtomicUsize,
+    failed: Mutex<Option<String>>,
+  }
+
+  impl Source for Reader {
+    fn ready(&self, _: Readiness) {
+      // SAFETY: the registration keeps the fd open while its source is served.
+      let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.io.fd()) };
+      let _ = nix::unistd::read(fd, &mut [0u8; 64]);
+      self.served.fetch_add(1, Ordering::Relaxed);
+    }
+    fn failed(&self, reason: String) {
+      *lock(&self.failed) = Some(reason);
+    }
+  }
+
+  fn setup() -> (Arc<Reactor>, Arc<Watch>, Arc<Reader>, OwnedFd) {
+    let reactor = Arc::new(Reactor::new().unwrap());
+    let local = Arc::new(Reactor::new().unwrap());
+    let watch = Watch::new(&reactor, local.clone()).unwrap();
+    let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
+    let (ours, peer) = socketpair(AddressFamily::Unix, SockType::Stream, None, flags).unwrap();
+    let reader = local
+      .register(Arc::new(ours), Interest::READ, |io, _| Reader {
+        io,
+        served: AtomicUsize::new(0),
+        failed: Mutex::default(),
+      })
+      .unwrap();
+    (reactor, watch, reader, peer)
+  }
+
+  fn turn(reactor: &Reactor) -> usize {
+    reactor.turn(&mut [EpollEvent::empty(); 8], Some(50)).unwrap()
+  }
+
+  #[test]
+  fn the_reactor_serves_an_environments_channels_only_while_armed() {
+    let (reactor, watch, reader, peer) = setup();
+    nix::unistd::write(&peer, b"x").unwrap();
+    assert_eq!(turn(&reactor), 1, "armed from the start: JavaScript is running its script");
+    assert_eq!(reader.served.load(Ordering::Relaxed), 1);
+
+    watch.arm(false);
+    nix::unistd::write(&peer, b"y").unwrap();
+    assert_eq!(turn(&reactor), 0, "disarmed: the JavaScript thread's loop reads it");
+    assert_eq!(reader.served.load(Ordering::Relaxed), 1);
+
+    watch.arm(true);
+    assert_eq!(turn(&reactor), 1, "armed again: what waited is served at once");
+    assert_eq!(reader.served.load(Ordering::Relaxed), 2);
+  }
+
+  #[test]
+  fn a_stopped_reactor_tells_the_channels_behind_the_watch() {
+    let (reactor, _watch, reader, _peer) = setup();
+    reactor.stop("gone".into());
+    assert_eq!(lock(&reader.failed).as_deref(), Some("gone"));
+  }
+}
