@@ -43,8 +43,27 @@ function disown(id) {
   owners.delete(id);
 }
 
+const { EventKind } = binding;
+
+// One event of the core, from its four slots in drain()'s flat array (lib.rs lists them).
+class NativeEvent {
+  constructor(kind, id, payload, extra) {
+    this.kind = kind;
+    this.id = id;
+    this.text = typeof payload === 'string' ? payload : undefined;
+    this.data = Buffer.isBuffer(payload) ? payload : undefined;
+    this.ends = kind === EventKind.Messages ? extra : undefined;
+    this.fd = kind === EventKind.Handle ? extra : undefined;
+    this.count = kind === EventKind.Written ? payload : undefined;
+    this.code = kind === EventKind.Exit ? payload : undefined;
+    this.signal = kind === EventKind.Exit ? extra : undefined;
+  }
+}
+
 function dispatch() {
-  for (const event of binding.drain()) {
+  const flat = binding.drain();
+  for (let i = 0; i < flat.length; i += 4) {
+    const event = new NativeEvent(flat[i], flat[i + 1], flat[i + 2], flat[i + 3]);
     const owner = owners.get(event.id);
     if (owner) owner._onNative(event);
     // Nobody will wrap it: a received fd must not stay open in this process.

@@ -29,7 +29,7 @@ mod v8codec;
 use std::os::fd::IntoRawFd;
 use std::sync::Arc;
 
-use napi::bindgen_prelude::{Buffer, Either, Function, JsValue, Uint32Array};
+use napi::bindgen_prelude::{Array, Buffer, BufferSlice, Either, Function, JsValue, Uint32Array};
 use napi::Env;
 use napi_derive::napi;
 
@@ -195,7 +195,7 @@ pub fn open_writer(env: Env, fd: i32, serialization: Serialization) -> napi::Res
 /// Queues `frames` frames (1 if not said) on channel `id`; returns the bytes still queued, or a
 /// negative errno.
 #[napi(catch_unwind)]
-pub fn write(env: Env, id: u32, data: Either<String, Buffer>, frames: Option<u32>) -> napi::Result<i64> {
+pub fn write(env: Env, id: u32, data: Either<String, BufferSlice>, frames: Option<u32>) -> napi::Result<i64> {
   let channel = runtime(&env)?.channel(id);
   let frames = u64::from(frames.unwrap_or(1));
   Ok(queued_or_errno(channel.map_or(Err(nix::errno::Errno::EPIPE), |c| c.write(bytes_of(data), None, frames))))
@@ -203,7 +203,7 @@ pub fn write(env: Env, id: u32, data: Either<String, Buffer>, frames: Option<u32
 
 /// Queues a `NODE_HANDLE` frame carrying a duplicate of `fd`; the caller keeps its own fd.
 #[napi(catch_unwind)]
-pub fn write_handle(env: Env, id: u32, frame: Either<String, Buffer>, fd: i32) -> napi::Result<i64> {
+pub fn write_handle(env: Env, id: u32, frame: Either<String, BufferSlice>, fd: i32) -> napi::Result<i64> {
   let channel = runtime(&env)?.channel(id);
   let result = sockets::duplicate(fd).and_then(|handle| {
     channel.map_or(Err(nix::errno::Errno::EPIPE), |c| c.write(bytes_of(frame), Some(Arc::new(handle)), 1))
@@ -346,72 +346,103 @@ pub fn stats(env: Env) -> napi::Result<Stats> {
   })
 }
 
-#[napi(object)]
-pub struct JsEvent {
-  pub kind: EventKind,
-  pub id: u32,
-  /// Messages: the frames back to back, as text (JSON) or bytes (advanced); `ends` says where
-  /// each ends when there is more than one. A typed array costs an external buffer and its
-  /// finalizer, worth it only when shared by several messages (a plain array costs a napi call
-  /// per element).
-  pub text: Option<String>,
-  pub data: Option<Buffer>,
-  pub ends: Option<Uint32Array>,
-  pub fd: Option<i32>,
-  pub code: Option<i32>,
-  pub signal: Option<i32>,
-  pub count: Option<f64>,
-}
-
-/// Everything the core queued for this environment since the last call, in order.
+/// Everything the core queued for this environment since the last call, in order, flat: four
+/// slots per event, `[kind, id, payload, extra]`, which native.js turns into objects (far fewer
+/// napi calls than an object per event built here).
+///
+/// | kind | payload | extra |
+/// | --- | --- | --- |
+/// | Messages | the frames back to back: text (JSON) or bytes (advanced) | where each ends, when several |
+/// | Handle | the `NODE_HANDLE` frame | the fd, absent when NACKed |
+/// | Written | chunks written so far | |
+/// | Error, Oversized | what went wrong | |
+/// | Exit | exit code or null | signal number or null |
+/// | Cluster | the message as JSON | |
 #[napi(catch_unwind)]
-pub fn drain(env: Env) -> napi::Result<Vec<JsEvent>> {
-  Ok(runtime(&env)?.take().into_iter().map(to_js).collect())
+pub fn drain(env: &Env) -> napi::Result<Array<'_>> {
+  let events = runtime(env)?.take();
+  let mut flat = env.create_array(events.len() as u32 * 4)?;
+  for (index, event) in events.into_iter().enumerate() {
+    put(env, &mut flat, index as u32 * 4, event)?;
+  }
+  Ok(flat)
 }
 
-fn to_js(event: Event) -> JsEvent {
-  let blank = |kind, id| JsEvent {
-    kind,
-    id,
-    text: None,
-    data: None,
-    ends: None,
-    fd: None,
-    code: None,
-    signal: None,
-    count: None,
+fn put(env: &Env, flat: &mut Array, at: u32, event: Event) -> napi::Result<()> {
+  let mut head = |kind: EventKind, id: u32| -> napi::Result<()> {
+    flat.set(at, kind as u32)?;
+    flat.set(at + 1, id)
   };
   match event {
     // Taken by JavaScript: the bytes no longer count against the channel's read budget.
     Event::Messages { id, payload, credit } => {
       drop(credit);
-      with_payload(blank(EventKind::Messages, id), payload)
+      head(EventKind::Messages, id)?;
+      put_payload(env, flat, at, payload)
     }
     Event::Handle { id, frame, fd, credit } => {
       drop(credit);
+      head(EventKind::Handle, id)?;
+      put_payload(env, flat, at, frame)?;
       // JavaScript takes ownership and wraps the fd in a net/dgram handle.
-      JsEvent { fd: fd.map(IntoRawFd::into_raw_fd), ..with_payload(blank(EventKind::Handle, id), frame) }
+      fd.map_or(Ok(()), |fd| flat.set(at + 3, fd.into_raw_fd()))
     }
-    Event::Written { id, completed } => JsEvent { count: Some(completed as f64), ..blank(EventKind::Written, id) },
-    Event::HandleAcked { id } => blank(EventKind::Acked, id),
-    Event::HandleLost { id } => blank(EventKind::Lost, id),
-    Event::Disconnect { id } => blank(EventKind::Disconnect, id),
-    Event::Error { id, message } => JsEvent { text: Some(message), ..blank(EventKind::Error, id) },
-    Event::Oversized { id, message } => JsEvent { text: Some(message), ..blank(EventKind::Oversized, id) },
-    Event::Exit { id, code, signal } => JsEvent { code, signal, ..blank(EventKind::Exit, id) },
-    Event::Cluster { id, json } => JsEvent { text: Some(json), ..blank(EventKind::Cluster, id) },
+    Event::Written { id, completed } => {
+      head(EventKind::Written, id)?;
+      flat.set(at + 2, completed as f64)
+    }
+    Event::HandleAcked { id } => head(EventKind::Acked, id),
+    Event::HandleLost { id } => head(EventKind::Lost, id),
+    Event::Disconnect { id } => head(EventKind::Disconnect, id),
+    Event::Error { id, message } => {
+      head(EventKind::Error, id)?;
+      flat.set(at + 2, message)
+    }
+    Event::Oversized { id, message } => {
+      head(EventKind::Oversized, id)?;
+      flat.set(at + 2, message)
+    }
+    Event::Exit { id, code, signal } => {
+      head(EventKind::Exit, id)?;
+      flat.set(at + 2, code)?;
+      flat.set(at + 3, signal)
+    }
+    Event::Cluster { id, json } => {
+      head(EventKind::Cluster, id)?;
+      flat.set(at + 2, json)
+    }
   }
 }
 
-fn with_payload(event: JsEvent, payload: Payload) -> JsEvent {
-  let several = |ends: Vec<u32>| (ends.len() > 1).then(|| ends.into());
-  match payload {
-    Payload::Text(text, ends) => JsEvent { text: Some(text), ends: several(ends), ..event },
-    Payload::Binary(bytes, ends) => JsEvent { data: Some(bytes.into()), ends: several(ends), ..event },
+/// Up to this size a payload is copied into a plain buffer: cheaper than an external one, whose
+/// finalizer V8 must track.
+const COPIED_PAYLOAD: usize = 64 << 10;
+
+/// A typed array for the ends costs an external buffer and its finalizer, worth it only when
+/// shared by several messages.
+fn put_payload(env: &Env, flat: &mut Array, at: u32, payload: Payload) -> napi::Result<()> {
+  let ends = match payload {
+    Payload::Text(text, ends) => {
+      flat.set(at + 2, text)?;
+      ends
+    }
+    Payload::Binary(bytes, ends) => {
+      if bytes.len() <= COPIED_PAYLOAD {
+        flat.set(at + 2, BufferSlice::copy_from(env, &bytes)?)?;
+      } else {
+        flat.set(at + 2, Buffer::from(bytes))?;
+      }
+      ends
+    }
+  };
+  if ends.len() > 1 {
+    flat.set(at + 3, Uint32Array::from(ends))?;
   }
+  Ok(())
 }
 
-fn bytes_of(data: Either<String, Buffer>) -> Vec<u8> {
+/// Borrowed, not `Buffer`: that would take (and drop) a napi reference on every write.
+fn bytes_of(data: Either<String, BufferSlice>) -> Vec<u8> {
   match data {
     Either::A(text) => text.into_bytes(),
     Either::B(buffer) => buffer.to_vec(),
