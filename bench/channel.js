@@ -1,5 +1,6 @@
 'use strict';
-// Channel throughput, parent→child and child→parent, with a stock Node child; and child→parent
+// Channel throughput, parent→child and child→parent, JSON and advanced at ~40 B, 1 KB and 64 KB,
+// with a stock Node child; and child→parent
 // with a child that loads the implementation under test (the issue's stretch: rust-cluster at both
 // ends, whose child batches its sends, against Node at both ends). Backpressure is
 // the same for both implementations: the receiver acks every K messages and the sender keeps at
@@ -22,12 +23,17 @@ function cases({ quick }) {
       ['1k', 'json'],
       ['64k', 'json'],
       ['small', 'advanced'],
+      ['1k', 'advanced'],
+      ['64k', 'advanced'],
     ];
     for (const [kind, serialization] of variants) {
       const k = KINDS[kind];
       const n = quick ? k.quickN : k.n;
       const label = `${dir === 'p2c' ? 'parent→child' : 'child→parent'} ${kind}${serialization === 'advanced' ? ' advanced' : ' json'}`;
-      const target = dir === 'p2c' ? { 'msgs/s': '≥1.2', 'cpu µs/msg': '≤0.5' } : { 'msgs/s': '≥1.0', 'cpu µs/msg': '≤0.5' };
+      // The issue's targets: never slower nor costlier than Node; 1.5× the rate from the parent
+      // and half the CPU for small messages.
+      const fast = dir === 'p2c' && kind !== '64k';
+      const target = { 'msgs/s': fast ? '≥1.5' : '≥1.0', 'cpu µs/msg': kind === 'small' ? '≤0.5' : '≤1.0' };
       list.push(channelCase(label, { dir, kind, serialization, n, ack: k.ack, warm: 10 * k.ack }, target));
     }
   }

@@ -1,27 +1,44 @@
 'use strict';
-// Round-trip latency: ping-pong of small JSON messages with a stock Node echo child, one in
-// flight at a time; p50/p99 of the per-round-trip time, after a warm-up.
+// Round-trip latency: ping-pong of small messages with a stock Node echo child (JSON or advanced)
+// or a cluster worker, one in flight at a time; p50/p99 of the per-round-trip time, after a warm-up.
 const path = require('path');
 const c = require('./common');
 
 function cases({ quick }) {
-  return [
-    {
-      label: 'ping-pong small json',
-      args: { n: quick ? 2000 : 10000, warm: quick ? 300 : 1000 },
-      metrics: [
-        { key: 'p50', name: 'p50 µs', better: 'lower', target: '≤1.0' },
-        { key: 'p99', name: 'p99 µs', better: 'lower', target: '≤1.0' },
-        { key: 'cpuUsPerRt', name: 'cpu µs/rt', better: 'lower' },
-      ],
-    },
+  const args = { n: quick ? 2000 : 10000, warm: quick ? 300 : 1000 };
+  const variants = [
+    ['fork json', { mode: 'fork', serialization: 'json' }],
+    ['fork advanced', { mode: 'fork', serialization: 'advanced' }],
+    ['cluster json', { mode: 'cluster', serialization: 'json' }],
   ];
+  return variants.map(([label, how]) => ({
+    label: `ping-pong small, ${label}`,
+    args: { ...args, ...how },
+    metrics: [
+      { key: 'p50', name: 'p50 µs', better: 'lower', target: '≤1.0' },
+      { key: 'p99', name: 'p99 µs', better: 'lower', target: '≤1.0' },
+      { key: 'cpuUsPerRt', name: 'cpu µs/rt', better: 'lower' },
+    ],
+  }));
 }
 
-async function measure({ n, warm }) {
-  const fork = c.loadFork();
-  const child = fork(path.join(__dirname, 'child.js'));
-  await c.once(child, 'message', (m) => m === 'ready');
+// The echoing peer: a forked child, or a cluster worker running the same script.
+async function startPeer(mode, serialization) {
+  const script = path.join(__dirname, 'child.js');
+  if (mode === 'fork') {
+    const child = c.loadFork()(script, [], { serialization });
+    await c.once(child, 'message', (m) => m === 'ready');
+    return { peer: child, stop: () => child.disconnect() };
+  }
+  const cluster = c.loadCluster();
+  cluster.setupPrimary({ exec: script, serialization });
+  const worker = cluster.fork();
+  await c.once(worker, 'message', (m) => m === 'ready');
+  return { peer: worker, stop: () => worker.disconnect() };
+}
+
+async function measure({ n, warm, mode = 'fork', serialization = 'json' }) {
+  const { peer: child, stop } = await startPeer(mode, serialization);
   child.send({ cmd: 'echo' });
   const samples = new Float64Array(n);
   let cpu0;
@@ -46,7 +63,7 @@ async function measure({ n, warm }) {
   });
   const cpu = c.cpuMicros() - cpu0;
   child.removeAllListeners('exit');
-  child.disconnect();
+  stop();
   const sorted = Array.from(samples).sort((a, b) => a - b);
   return { p50: c.percentile(sorted, 50), p99: c.percentile(sorted, 99), cpuUsPerRt: cpu / n };
 }
