@@ -1,22 +1,21 @@
 'use strict';
 // Handle passing: the parent accepts N connected TCP sockets from a local server (made before
-// timing), then sends each with child.send('s', socket); timed until the stock Node child reports
-// it has received all N. Parent CPU over the same span.
+// timing), then sends each with child.send('s', socket), keeping 1 or 32 sent and not yet
+// reported received by the stock Node child; timed until it has all N. Parent CPU over the span.
 const net = require('net');
 const path = require('path');
 const c = require('./common');
 
 function cases({ quick }) {
-  return [
-    {
-      label: 'TCP sockets parent→child',
-      args: { n: quick ? 300 : 1500, warm: quick ? 50 : 200 },
-      metrics: [
-        { key: 'socketsPerSec', name: 'sockets/s', better: 'higher', target: '≥1.5' },
-        { key: 'cpuUsPerSocket', name: 'cpu µs/socket', better: 'lower' },
-      ],
-    },
-  ];
+  // 1 in flight: each send waits for the child's word that it has the socket; 32: a window.
+  return [1, 32].map((window) => ({
+    label: `TCP sockets parent→child, ${window} in flight`,
+    args: { n: quick ? 300 : 1500, warm: quick ? 50 : 200, window },
+    metrics: [
+      { key: 'socketsPerSec', name: 'sockets/s', better: 'higher', target: '≥1.5' },
+      { key: 'cpuUsPerSocket', name: 'cpu µs/socket', better: 'lower' },
+    ],
+  }));
 }
 
 // `count` server-side sockets of fresh loopback connections (the client ends are returned too).
@@ -43,16 +42,28 @@ async function connectedSockets(server, count) {
   return { accepted, clients };
 }
 
-// The child's count runs on across rounds: wait until it has `already` + these.
-async function sendAll(child, sockets, already = 0) {
+// The child's count runs on across rounds: wait until it has `already` + these, with at most
+// `window` sockets sent and not yet reported received.
+async function sendAll(child, sockets, window, already = 0) {
   const want = already + sockets.length;
-  const done = c.once(child, 'message', (m) => m && m.got === want);
-  child.send({ want });
-  for (const s of sockets) child.send('s', s);
-  await done;
+  let sent = 0;
+  await new Promise((resolve, reject) => {
+    const onMessage = (m) => {
+      if (!m || typeof m.got !== 'number') return;
+      if (m.got === want) {
+        child.removeListener('message', onMessage);
+        return resolve();
+      }
+      while (sent < sockets.length && sent - (m.got - already) < window) child.send('s', sockets[sent++]);
+    };
+    child.on('message', onMessage);
+    child.once('exit', () => reject(new Error('child exited')));
+    child.send({ want, each: true });
+    while (sent < Math.min(window, sockets.length)) child.send('s', sockets[sent++]);
+  });
 }
 
-async function measure({ n, warm }) {
+async function measure({ n, warm, window = 32 }) {
   const fork = c.loadFork();
   const child = fork(path.join(__dirname, 'handles-child.js'));
   const server = net.createServer().listen({ port: 0, host: '127.0.0.1', backlog: 4096 });
@@ -60,13 +71,13 @@ async function measure({ n, warm }) {
 
   // Warm-up round (not timed), then the measured one.
   const w = await connectedSockets(server, warm);
-  await sendAll(child, w.accepted);
+  await sendAll(child, w.accepted, window);
   w.clients.forEach((s) => s.destroy());
 
   const { accepted, clients } = await connectedSockets(server, n);
   const cpu0 = c.cpuMicros();
   const t0 = c.nowMs();
-  await sendAll(child, accepted, warm);
+  await sendAll(child, accepted, window, warm);
   const ms = c.nowMs() - t0;
   const cpu = c.cpuMicros() - cpu0;
   clients.forEach((s) => s.destroy());
