@@ -1,5 +1,5 @@
 //! Reading on the JavaScript thread while its event loop waits, as Node does, with the reactor
-//! thread as the backstop whenever JavaScript is busy.
+//! thread taking over whenever JavaScript stays busy.
 //!
 //! Each environment's reading channels are registered in an epoll set of their own (a `Reactor`
 //! that no thread turns by itself). Two parties serve that set:
@@ -7,24 +7,32 @@
 //!   arrives while JavaScript waits for I/O wakes that loop, is read and framed in Rust and handed
 //!   to JavaScript in the same callback: one wake-up per message, as with Node's own channel,
 //!   where the reactor would cost its own wake-up and then JavaScript's.
-//! - the reactor thread, through a `Watch` on the same set, armed only while JavaScript is not
-//!   waiting in its loop (running a script, timers, callbacks). Handle ACKs, round-robin replies
-//!   and the read budget then never wait for JavaScript, as before.
+//! - the reactor thread, through a `Watch` on the same set, armed when JavaScript has been away
+//!   from its loop's poll for a tick (`TICK`): handle ACKs, round-robin replies and the read
+//!   budget then wait at most a tick or two for a busy JavaScript, never for its work to end.
 //!
-//! The arming follows libuv's phases: disarmed in the prepare phase when the loop is about to
-//! block, armed in the check phase after it wakes, and before our own callback calls into
-//! JavaScript. One gap remains: another handle's I/O callback that starts while the set is quiet
-//! runs with the set disarmed, so what arrives meanwhile waits for that callback to return (as
-//! everything does with Node's channel).
+//! The JavaScript thread says when it comes back from its poll (the check phase, and every
+//! dispatch) and when it is about to block in it again (the prepare phase, which also disarms the
+//! watch); each costs it an atomic or two, no system call. While it is busy a 1 ms timer ticks
+//! on the reactor thread, which arms the watch when a whole tick went by without JavaScript
+//! coming back. The timer stops once JavaScript waits and nothing is left unread. One gap
+//! remains: another handle's I/O callback that starts while JavaScript is idle and the timer
+//! stopped runs without the watch, so what arrives meanwhile waits for that callback to return
+//! (as everything does with Node's channel).
 
 use std::ffi::c_int;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::ptr;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use napi::sys;
 use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::epoll::EpollEvent;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+use once_cell::sync::OnceCell;
 
 use crate::events::Sink;
 use crate::lock::lock;
@@ -34,27 +42,90 @@ use crate::uv::{self, Uv};
 
 /// Ready channels taken per turn of the set.
 const BATCH: usize = 64;
+/// How long JavaScript may stay away from its loop before the reactor serves its channels.
+const TICK: Duration = Duration::from_millis(1);
 
-/// The reactor thread's hold on an environment's channel set.
+/// The reactor thread's hold on an environment's channel set, and what it knows of that
+/// environment's loop.
 pub struct Watch {
   local: Arc<Reactor>,
   io: Registration,
   ready: Mutex<Vec<EpollEvent>>,
+  /// The reactor serves the set.
+  armed: AtomicBool,
+  /// JavaScript waits, or is about to wait, in its loop's poll.
+  idle: AtomicBool,
+  /// Bumped each time JavaScript comes back from its poll; `seen` is its value at the last tick.
+  progress: AtomicU64,
+  seen: AtomicU64,
+  ticker: OnceCell<Arc<Ticker>>,
+}
+
+/// What a tick decided.
+#[derive(Debug, PartialEq, Eq)]
+enum Tick {
+  Again,
+  Stop,
 }
 
 impl Watch {
-  /// Puts `local`'s set in `reactor`, armed: JavaScript is running until its loop says otherwise.
+  /// Puts `local`'s set in `reactor`, armed: JavaScript is running its script until its loop
+  /// says otherwise.
   pub fn new(reactor: &Arc<Reactor>, local: Arc<Reactor>) -> Result<Arc<Watch>, Errno> {
     let fd = Arc::new(sockets::duplicate(local.fd().as_raw_fd())?);
-    reactor.register(fd, Interest::READ, |io, _| Watch {
+    let watch = reactor.register(fd, Interest::READ, |io, _| Watch {
       local,
       io,
       ready: Mutex::new(vec![EpollEvent::empty(); BATCH]),
-    })
+      armed: AtomicBool::new(true),
+      idle: AtomicBool::new(false),
+      progress: AtomicU64::new(0),
+      seen: AtomicU64::new(0),
+      ticker: OnceCell::new(),
+    })?;
+    let _ = watch.ticker.set(Ticker::new(reactor, Arc::downgrade(&watch))?);
+    Ok(watch)
   }
 
   fn arm(&self, on: bool) {
-    self.io.set_read(on);
+    if self.armed.swap(on, Ordering::AcqRel) != on {
+      self.io.set_read(on);
+    }
+  }
+
+  /// On the JavaScript thread: it is back from its poll (and will run JavaScript).
+  pub fn busy(&self) {
+    self.progress.fetch_add(1, Ordering::AcqRel);
+    self.idle.store(false, Ordering::Release);
+    if let Some(ticker) = self.ticker.get() {
+      ticker.start();
+    }
+  }
+
+  /// On the JavaScript thread: its loop is about to block in its poll, where it reads the set.
+  fn waiting(&self) {
+    self.idle.store(true, Ordering::Release);
+    self.arm(false);
+  }
+
+  /// On the reactor thread, every `TICK` while it runs.
+  fn tick(&self) -> Tick {
+    let progress = self.progress.load(Ordering::Acquire);
+    let moved = self.seen.swap(progress, Ordering::AcqRel) != progress;
+    if moved {
+      return Tick::Again;
+    }
+    // A whole tick without JavaScript coming back from its poll: busy (or, idle with the set
+    // unread, inside another handle's callback). Either way the set is ours until it waits again.
+    if !self.idle.load(Ordering::Acquire) || self.unread() {
+      self.arm(true);
+    }
+    Tick::Stop
+  }
+
+  fn unread(&self) -> bool {
+    let mut fds = [PollFd::new(self.local.fd(), PollFlags::POLLIN)];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
   }
 }
 
@@ -66,6 +137,48 @@ impl Source for Watch {
   fn failed(&self, reason: String) {
     self.io.deregister();
     self.local.stop(reason);
+  }
+}
+
+/// The 1 ms timer that runs on the reactor while JavaScript is busy.
+struct Ticker {
+  io: Registration,
+  timer: TimerFd,
+  watch: Weak<Watch>,
+  /// Changed under this lock, and a tick decides under it, so a stop never crosses a start.
+  ticking: Mutex<bool>,
+}
+
+impl Ticker {
+  fn new(reactor: &Arc<Reactor>, watch: Weak<Watch>) -> Result<Arc<Ticker>, Errno> {
+    let timer = TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_CLOEXEC | TimerFlags::TFD_NONBLOCK)?;
+    let fd = Arc::new(sockets::duplicate(timer.as_fd().as_raw_fd())?);
+    reactor.register(fd, Interest::READ, |io, _| Ticker { io, timer, watch, ticking: Mutex::new(false) })
+  }
+
+  fn start(&self) {
+    let mut ticking = lock(&self.ticking);
+    if !*ticking {
+      *ticking = self.timer.set(Expiration::Interval(TICK.into()), TimerSetTimeFlags::empty()).is_ok();
+    }
+  }
+}
+
+impl Source for Ticker {
+  fn ready(&self, _: Readiness) {
+    // SAFETY: the registration keeps its duplicate of the timer's fd open while we are served.
+    let fd = unsafe { BorrowedFd::borrow_raw(self.io.fd()) };
+    let _ = nix::unistd::read(fd, &mut [0u8; 8]);
+    let mut ticking = lock(&self.ticking);
+    let stop = self.watch.upgrade().is_none_or(|watch| watch.tick() == Tick::Stop);
+    if *ticking && stop {
+      let _ = self.timer.unset();
+      *ticking = false;
+    }
+  }
+
+  fn failed(&self, _: String) {
+    self.io.deregister();
   }
 }
 
@@ -211,9 +324,8 @@ unsafe extern "C" fn on_readable(handle: *mut uv::Handle, status: c_int, _events
     hooks.watch.arm(true);
     return;
   }
+  hooks.watch.busy();
   let _ = hooks.local.turn(&mut hooks.ready, Some(0));
-  // JavaScript may run for long from here: the reactor keeps the set meanwhile.
-  hooks.watch.arm(true);
   if hooks.sink.pending() {
     // SAFETY: on the loop's thread, outside any JavaScript call, with the environment alive.
     unsafe { call_dispatch(hooks) };
@@ -226,13 +338,13 @@ unsafe extern "C" fn on_prepare(handle: *mut uv::Handle) {
   // SAFETY: the loop is the one this callback runs on.
   let blocks = unsafe { (hooks.uv.backend_timeout)(hooks.event_loop) } != 0;
   if blocks && !hooks.failed {
-    hooks.watch.arm(false);
+    hooks.watch.waiting();
   }
 }
 
 unsafe extern "C" fn on_check(handle: *mut uv::Handle) {
   // SAFETY: libuv calls this for our open check handle, on the loop's thread.
-  unsafe { hooks(handle) }.watch.arm(true);
+  unsafe { hooks(handle) }.watch.busy();
 }
 
 unsafe extern "C" fn on_close(handle: *mut uv::Handle) {
@@ -328,14 +440,44 @@ mod tests {
     assert_eq!(turn(&reactor), 1, "armed from the start: JavaScript is running its script");
     assert_eq!(reader.served.load(Ordering::Relaxed), 1);
 
-    watch.arm(false);
+    watch.waiting();
     nix::unistd::write(&peer, b"y").unwrap();
-    assert_eq!(turn(&reactor), 0, "disarmed: the JavaScript thread's loop reads it");
+    assert_eq!(turn(&reactor), 0, "JavaScript waits in its loop, which reads it");
     assert_eq!(reader.served.load(Ordering::Relaxed), 1);
 
     watch.arm(true);
     assert_eq!(turn(&reactor), 1, "armed again: what waited is served at once");
     assert_eq!(reader.served.load(Ordering::Relaxed), 2);
+  }
+
+  #[test]
+  fn a_tick_without_javascript_coming_back_arms_the_watch() {
+    let (_reactor, watch, _reader, _peer) = setup();
+    watch.waiting();
+    watch.busy();
+    assert_eq!(watch.tick(), Tick::Again, "JavaScript came back since the last tick");
+    assert!(!watch.armed.load(Ordering::Acquire));
+    watch.busy();
+    assert_eq!(watch.tick(), Tick::Again);
+    assert_eq!(watch.tick(), Tick::Stop, "a whole tick busy");
+    assert!(watch.armed.load(Ordering::Acquire), "the reactor serves the set now");
+  }
+
+  #[test]
+  fn an_idle_loop_stops_the_ticks_unless_its_set_waits_unread() {
+    let (_reactor, watch, _reader, peer) = setup();
+    watch.busy();
+    watch.waiting();
+    assert_eq!(watch.tick(), Tick::Again);
+    assert_eq!(watch.tick(), Tick::Stop);
+    assert!(!watch.armed.load(Ordering::Acquire), "waiting with nothing unread: the loop has it");
+
+    watch.busy();
+    watch.waiting();
+    nix::unistd::write(&peer, b"x").unwrap();
+    assert_eq!(watch.tick(), Tick::Again);
+    assert_eq!(watch.tick(), Tick::Stop);
+    assert!(watch.armed.load(Ordering::Acquire), "said idle, yet a tick left the set unread");
   }
 
   #[test]

@@ -183,6 +183,8 @@ impl Runtime {
   /// Everything queued since the last call, in order. A channel or child is forgotten once its
   /// last event (disconnect, exit) goes to JavaScript.
   pub fn take(&self) -> Vec<Event> {
+    // JavaScript is running (its dispatch): if it stays busy, the reactor takes the channels.
+    self.watch.busy();
     let events = self.sink.take();
     for event in &events {
       match event {
