@@ -325,7 +325,7 @@ unsafe extern "C" fn on_readable(handle: *mut uv::Handle, status: c_int, _events
     return;
   }
   hooks.watch.busy();
-  let _ = hooks.local.turn(&mut hooks.ready, Some(0));
+  hooks.local.serve_ready(&mut hooks.ready);
   if hooks.sink.pending() {
     // SAFETY: on the loop's thread, outside any JavaScript call, with the environment alive.
     unsafe { call_dispatch(hooks) };

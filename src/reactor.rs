@@ -118,6 +118,14 @@ impl Slab {
     }
   }
 
+  /// The one registered source, if there is exactly one.
+  fn sole(&self) -> Option<Arc<dyn Source>> {
+    if self.slots.len() - self.free.len() != 1 {
+      return None;
+    }
+    self.slots.iter().find_map(|slot| slot.source.as_ref()?.upgrade())
+  }
+
   fn live(&self) -> Vec<Arc<dyn Source>> {
     self.slots.iter().filter_map(|slot| slot.source.as_ref()?.upgrade()).collect()
   }
@@ -250,6 +258,19 @@ impl Reactor {
     Ok(n)
   }
 
+  /// Serves the set when its own fd polled readable elsewhere (a JavaScript loop): with a single
+  /// source, that source is the one ready, and the wait is saved.
+  pub fn serve_ready(&self, ready: &mut [EpollEvent]) {
+    let sole = lock(&self.slab).sole();
+    match sole {
+      Some(source) => {
+        contain(source.as_ref(), Readiness(EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT));
+        self.end_batch();
+      }
+      None => drop(self.turn(ready, Some(0))),
+    }
+  }
+
   fn run(&self) {
     let mut ready = vec![EpollEvent::empty(); 256];
     loop {
@@ -378,6 +399,20 @@ mod tests {
     assert!(lock(&probe.failed)[0].ends_with("boom"), "the reason names the panic");
     assert_eq!(other.ready.load(Ordering::Relaxed), 1);
     assert_eq!(turn(&reactor), 1, "the failed source gave up its fd; the other is still readable");
+  }
+
+  #[test]
+  fn serving_a_set_known_ready_calls_a_sole_source_directly_and_waits_only_with_several() {
+    let (reactor, probe, _source, peer) = setup(false);
+    let mut ready = [EpollEvent::empty(); 8];
+    nix::unistd::write(&peer, b"x").unwrap();
+    reactor.serve_ready(&mut ready);
+    assert_eq!(probe.ready.load(Ordering::Relaxed), 1);
+    let other = Arc::new(Probe::default());
+    let (_other_source, _other_peer) = add(&reactor, &other);
+    reactor.serve_ready(&mut ready);
+    assert_eq!(probe.ready.load(Ordering::Relaxed), 2, "level-triggered: still unread, so still ready");
+    assert_eq!(other.ready.load(Ordering::Relaxed), 0, "with two sources, only the ready one is served");
   }
 
   #[test]
