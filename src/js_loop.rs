@@ -51,8 +51,6 @@ pub struct Watch {
   local: Arc<Reactor>,
   io: Registration,
   ready: Mutex<Vec<EpollEvent>>,
-  /// The reactor serves the set.
-  armed: AtomicBool,
   /// JavaScript waits, or is about to wait, in its loop's poll.
   idle: AtomicBool,
   /// Bumped each time JavaScript comes back from its poll; `seen` is its value at the last tick.
@@ -77,7 +75,6 @@ impl Watch {
       local,
       io,
       ready: Mutex::new(vec![EpollEvent::empty(); BATCH]),
-      armed: AtomicBool::new(true),
       idle: AtomicBool::new(false),
       progress: AtomicU64::new(0),
       seen: AtomicU64::new(0),
@@ -87,10 +84,10 @@ impl Watch {
     Ok(watch)
   }
 
+  /// The reactor serves the set while armed. Under the registration's lock, so the JavaScript
+  /// thread disarming and a tick arming cannot cross; no system call when nothing changes.
   fn arm(&self, on: bool) {
-    if self.armed.swap(on, Ordering::AcqRel) != on {
-      self.io.set_read(on);
-    }
+    self.io.set_read(on);
   }
 
   /// On the JavaScript thread: it is back from its poll (and will run JavaScript).
@@ -456,11 +453,11 @@ mod tests {
     watch.waiting();
     watch.busy();
     assert_eq!(watch.tick(), Tick::Again, "JavaScript came back since the last tick");
-    assert!(!watch.armed.load(Ordering::Acquire));
+    assert!(!watch.io.reading());
     watch.busy();
     assert_eq!(watch.tick(), Tick::Again);
     assert_eq!(watch.tick(), Tick::Stop, "a whole tick busy");
-    assert!(watch.armed.load(Ordering::Acquire), "the reactor serves the set now");
+    assert!(watch.io.reading(), "the reactor serves the set now");
   }
 
   #[test]
@@ -470,14 +467,14 @@ mod tests {
     watch.waiting();
     assert_eq!(watch.tick(), Tick::Again);
     assert_eq!(watch.tick(), Tick::Stop);
-    assert!(!watch.armed.load(Ordering::Acquire), "waiting with nothing unread: the loop has it");
+    assert!(!watch.io.reading(), "waiting with nothing unread: the loop has it");
 
     watch.busy();
     watch.waiting();
     nix::unistd::write(&peer, b"x").unwrap();
     assert_eq!(watch.tick(), Tick::Again);
     assert_eq!(watch.tick(), Tick::Stop);
-    assert!(watch.armed.load(Ordering::Acquire), "said idle, yet a tick left the set unread");
+    assert!(watch.io.reading(), "said idle, yet a tick left the set unread");
   }
 
   #[test]

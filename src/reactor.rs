@@ -151,6 +151,12 @@ impl Registration {
     self.fd.as_raw_fd()
   }
 
+  /// Whether epoll reports this fd's reads (false once deregistered).
+  #[cfg(test)]
+  pub fn reading(&self) -> bool {
+    lock(&self.interest).is_some_and(|interest| interest.read)
+  }
+
   pub fn set_read(&self, on: bool) {
     self.change(|interest| interest.read = on);
   }
