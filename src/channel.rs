@@ -1,5 +1,6 @@
-//! A Node IPC channel at our end: reads and frames on the reactor thread, writes from whichever
-//! thread has data, and runs the handle (fd) discipline without JavaScript.
+//! A Node IPC channel at our end: reads and frames on whichever thread serves its environment's
+//! channel set (the JavaScript thread's loop or the reactor, see js_loop.rs), writes from
+//! whichever thread has data, and runs the handle (fd) discipline without JavaScript.
 //!
 //! Writes go out at once when nothing is queued; the rest waits for EPOLLOUT. A frame that carries
 //! an fd may have to be resent after the peer's `NODE_HANDLE_NACK`, so by default it blocks
