@@ -12,7 +12,7 @@
 //!   budget then wait at most a tick or two for a busy JavaScript, never for its work to end.
 //!
 //! The JavaScript thread says when it comes back from its poll (the check phase, and every
-//! dispatch) and when it is about to block in it again (the prepare phase, which also disarms the
+//! dispatch, in `Runtime::take`) and when it is about to block in it again (the prepare phase, which also disarms the
 //! watch); each costs it an atomic or two, no system call. While it is busy a 1 ms timer ticks
 //! on the reactor thread, which arms the watch when a whole tick went by without JavaScript
 //! coming back. The timer stops once JavaScript waits and nothing is left unread. One gap
@@ -321,7 +321,7 @@ unsafe extern "C" fn on_readable(handle: *mut uv::Handle, status: c_int, _events
     hooks.watch.arm(true);
     return;
   }
-  hooks.watch.busy();
+  // Reading is Rust's; JavaScript runs from the dispatch, whose drain tells the watch it is busy.
   hooks.local.serve_ready(&mut hooks.ready);
   if hooks.sink.pending() {
     // SAFETY: on the loop's thread, outside any JavaScript call, with the environment alive.
