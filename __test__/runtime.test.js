@@ -194,16 +194,8 @@ describe('several JavaScript environments', () => {
 describe('reading on the JavaScript thread while it waits, on the reactor while it is busy', () => {
   const OURS_ONLY = impl.reference && "rust-cluster's own reactor thread";
 
-  // How often the reactor thread has slept and been woken, by the kernel's count.
-  function reactorWakeups() {
-    for (const tid of fs.readdirSync('/proc/self/task')) {
-      if (fs.readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').startsWith('rust-cluster-re')) {
-        const status = fs.readFileSync(`/proc/self/task/${tid}/status`, 'utf8');
-        return Number(/^voluntary_ctxt_switches:\s+(\d+)$/m.exec(status)[1]);
-      }
-    }
-    throw new Error('no rust-cluster reactor thread in this process');
-  }
+  // How many times the reactor thread read this environment's channels for a busy JavaScript.
+  const busyReads = () => require('../lib/native').binding.stats().busyReads;
 
   const framesIn = (child) => {
     const { binding } = require('../lib/native');
@@ -217,7 +209,7 @@ describe('reading on the JavaScript thread while it waits, on the reactor while 
     return done();
   }
 
-  test('200 round trips with a waiting parent are read by its own loop, not by waking the reactor thread', { skip: OURS_ONLY }, async (t) => {
+  test('200 round trips with a waiting parent are read by its own loop, not by the reactor thread', { skip: OURS_ONLY }, async (t) => {
     const child = fork(fixture('echo.js'));
     t.after(() => child.kill());
     const roundTrip = async (i) => {
@@ -226,11 +218,12 @@ describe('reading on the JavaScript thread while it waits, on the reactor while 
       assert.equal((await reply)[0], i);
     };
     await roundTrip(-1);
-    const before = reactorWakeups();
+    const before = busyReads();
     for (let i = 0; i < 200; i++) await roundTrip(i);
-    const woken = reactorWakeups() - before;
-    // Read by the reactor, each reply would wake it at least once.
-    assert.ok(woken < 100, `the reactor thread was woken ${woken} times for 200 round trips`);
+    // A loaded machine may keep the waiting thread off its CPU for a tick, and the reactor then
+    // reads for it; without the loop's own reading, the reactor reads every reply.
+    const read = busyReads() - before;
+    assert.ok(read < 50, `the reactor thread read ${read} of 200 replies`);
   });
 
   for (const where of ['a timer', "a 'message' listener"]) {

@@ -56,6 +56,8 @@ pub struct Watch {
   /// Bumped each time JavaScript comes back from its poll; `seen` is its value at the last tick.
   progress: AtomicU64,
   seen: AtomicU64,
+  /// Turns of the set the reactor thread read something in: JavaScript was busy.
+  served: AtomicU64,
   ticker: OnceCell<Arc<Ticker>>,
 }
 
@@ -78,6 +80,7 @@ impl Watch {
       idle: AtomicBool::new(false),
       progress: AtomicU64::new(0),
       seen: AtomicU64::new(0),
+      served: AtomicU64::new(0),
       ticker: OnceCell::new(),
     })?;
     let _ = watch.ticker.set(Ticker::new(reactor, Arc::downgrade(&watch))?);
@@ -120,6 +123,11 @@ impl Watch {
     Tick::Stop
   }
 
+  /// How many times the reactor thread read the set for a busy JavaScript.
+  pub fn served(&self) -> u64 {
+    self.served.load(Ordering::Relaxed)
+  }
+
   fn unread(&self) -> bool {
     let mut fds = [PollFd::new(self.local.fd(), PollFlags::POLLIN)];
     matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
@@ -128,7 +136,9 @@ impl Watch {
 
 impl Source for Watch {
   fn ready(&self, _: Readiness) {
-    let _ = self.local.turn(&mut lock(&self.ready), Some(0));
+    if matches!(self.local.turn(&mut lock(&self.ready), Some(0)), Ok(n) if n > 0) {
+      self.served.fetch_add(1, Ordering::Relaxed);
+    }
   }
 
   fn failed(&self, reason: String) {

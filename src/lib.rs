@@ -309,6 +309,8 @@ pub struct Stats {
   pub children: Vec<ChildStats>,
   pub workers: Vec<WorkerStats>,
   pub servers: Vec<ServerStats>,
+  /// Times the reactor thread read this environment's channels because its JavaScript was busy.
+  pub busy_reads: f64,
 }
 
 /// Figures for monitoring, gathered without involving the children.
@@ -343,6 +345,7 @@ pub fn stats(env: Env) -> napi::Result<Stats> {
     children: children.collect(),
     workers: workers.collect(),
     servers: servers.collect(),
+    busy_reads: stats.busy_reads as f64,
   })
 }
 

@@ -59,6 +59,8 @@ pub struct Stats {
   pub channels: Vec<(u32, TrafficStats)>,
   pub children: Vec<(u32, i32, Option<Usage>)>,
   pub cluster: ClusterStats,
+  /// Times the reactor thread read this environment's channels because JavaScript was busy.
+  pub busy_reads: u64,
 }
 
 pub enum SpawnError {
@@ -177,7 +179,7 @@ impl Runtime {
   pub fn stats(&self) -> Stats {
     let channels = lock(&self.channels).values().map(|c| (c.id, c.traffic())).collect();
     let children = lock(&self.children).values().map(|c| (c.id, c.pid, c.usage())).collect();
-    Stats { channels, children, cluster: self.cluster.stats() }
+    Stats { channels, children, cluster: self.cluster.stats(), busy_reads: self.watch.served() }
   }
 
   /// Everything queued since the last call, in order. A channel or child is forgotten once its
