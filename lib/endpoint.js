@@ -48,6 +48,8 @@ class Notice {
   }
 }
 
+const undecodable = (error, raw) => new Notice(EventKind.Error, { error, raw });
+
 class Endpoint extends EventEmitter {
   constructor() {
     super();
@@ -190,7 +192,7 @@ class Endpoint extends EventEmitter {
   _onNative(event) {
     switch (event.kind) {
       case EventKind.Messages:
-        this._codec.decode(event.text ?? event.data, event.ends, this._inbox, (error, raw) => new Notice(EventKind.Error, { error, raw }));
+        this._codec.decode(event.text ?? event.data, event.ends, this._inbox, undecodable);
         break;
       case EventKind.Handle:
         this._inbox.push(new Notice(EventKind.Handle, { handleFrame: event.text ?? event.data, fd: event.fd }));

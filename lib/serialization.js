@@ -3,6 +3,7 @@
 // 'json': JSON.stringify + '\n'. 'advanced': 4-byte big-endian length, then V8 serialization in
 // which every ArrayBufferView is a host object (tag 0) and other host objects are copied (tag 1).
 const v8 = require('v8');
+const plain = require('./v8-plain');
 const { binding } = require('./native');
 const { errors } = require('./errors');
 
@@ -33,15 +34,19 @@ class Deserializer extends v8.DefaultDeserializer {
 // ending at `ends[i]` (no `ends`: one frame). Appends each decoded message to `out`, or what
 // `failed(error, raw)` makes of a frame that does not decode.
 function decodeFrames(data, ends, decodeOne, out, failed) {
+  if (ends === undefined || ends === null) return decodeFrame(data, decodeOne, out, failed);
   let start = 0;
-  for (const end of ends ?? [data.length]) {
-    const frame = typeof data === 'string' ? data.slice(start, end) : data.subarray(start, end);
+  for (const end of ends) {
+    decodeFrame(typeof data === 'string' ? data.slice(start, end) : data.subarray(start, end), decodeOne, out, failed);
     start = end;
-    try {
-      out.push(decodeOne(frame));
-    } catch (error) {
-      out.push(failed(error, frame));
-    }
+  }
+}
+
+function decodeFrame(frame, decodeOne, out, failed) {
+  try {
+    out.push(decodeOne(frame));
+  } catch (error) {
+    out.push(failed(error, frame));
   }
 }
 
@@ -67,6 +72,9 @@ const json = {
 
 const advanced = {
   encode(message) {
+    return plain.encode(message) ?? advanced.encodeByV8(message);
+  },
+  encodeByV8(message) {
     const ser = new Serializer();
     ser.writeHeader();
     ser.writeValue(message);
@@ -87,6 +95,10 @@ const advanced = {
     decodeFrames(data, ends, advanced.decodeOne, out, failed);
   },
   decodeOne(payload) {
+    const value = plain.decode(payload);
+    return value === plain.NOT_PLAIN ? advanced.decodeByV8(payload) : value;
+  },
+  decodeByV8(payload) {
     const des = new Deserializer(payload);
     des.readHeader();
     return des.readValue();
