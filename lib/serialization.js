@@ -56,7 +56,7 @@ const json = {
     return `${JSON.stringify(message)}\n`;
   },
   join(frames) {
-    return frames.join('');
+    return frames.length === 1 ? frames[0] : frames.join('');
   },
   size(frame) {
     return frame.length;

@@ -380,11 +380,10 @@ unsafe fn call_dispatch(hooks: &Hooks) {
       return;
     }
     let mut function = ptr::null_mut();
-    let mut receiver = ptr::null_mut();
     let mut result = ptr::null_mut();
     sys::napi_get_reference_value(env, hooks.dispatch, &mut function);
-    sys::napi_get_global(env, &mut receiver);
-    let status = sys::napi_make_callback(env, hooks.context, receiver, function, 0, ptr::null(), &mut result);
+    // The receiver must be an object; dispatch ignores it, and itself is at hand.
+    let status = sys::napi_make_callback(env, hooks.context, function, function, 0, ptr::null(), &mut result);
     if status == sys::Status::napi_pending_exception {
       let mut error = ptr::null_mut();
       sys::napi_get_and_clear_last_exception(env, &mut error);
