@@ -26,6 +26,8 @@ const long = 'abcdefghijklmnopqrstuvwxyz'.repeat(3000);
 const PLAIN = [
   null, undefined, true, false, 0, -0, 1, -1, 63, 64, -65, 2 ** 31 - 1, -(2 ** 31), 2 ** 31, 2 ** 53, 0.5, -1e-300,
   NaN, Infinity, -Infinity, '', 'a', 'latin1 é ÿ', '日本', 'a\ud800b', '\u{1f600}', long, `${long}é`, `${long}日本`,
+  // Latin-1 only, but likely stored two bytes per character; then more than the scratch buffer keeps.
+  `日${long}`.slice(1), 'y'.repeat(3 << 20),
   {}, { a: 1 }, { s: 'x'.repeat(200) }, { nested: { deeper: { deepest: [1, 'two', null] } } },
   { 1: 'a', 0: 'b', z: 'c', 4294967295: 'd' }, { toString: 1, constructor: 'c', hasOwnProperty: null },
   [], [1, 2, 3], [[], [[]], {}], ['x', { y: [undefined, null] }], Array.from({ length: 300 }, (_, i) => ({ i })),

@@ -62,8 +62,12 @@ class Outbox {
   // Serializes `message` (throwing as Node does) into this tick's batch; returns Node's hint.
   push(message, callback) {
     const frame = this.codec.encode(message);
+    const size = this.codec.size(frame);
+    // A frame that would take the batch past the limit goes in a batch of its own: joining
+    // large frames would copy them all once more.
+    if (this._batchSize !== 0 && this._batchSize + size > BATCH_LIMIT) this.flush();
     this._batch.push(frame);
-    this._batchSize += this.codec.size(frame);
+    this._batchSize += size;
     if (typeof callback === 'function') this._batchCallbacks.push(callback);
     if (this._batchSize >= BATCH_LIMIT) this.flush();
     else if (!this._flushScheduled) {

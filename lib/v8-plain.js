@@ -37,15 +37,19 @@ const HOLE = 0x2d; // -
 
 // Deeper values go to V8, whose stack checks give Node's error.
 const MAX_DEPTH = 128;
+const BEYOND_LATIN1 = /[^\x00-\xff]/;
 // Shorter strings are checked and copied here; longer ones through Buffer's native methods.
 const SHORT_STRING = 64;
 // Shorter one-byte strings are read here; longer ones by Buffer's native decoder.
 const SHORT_READ = 8;
 const COPY_IN_JS = 256;
+const SCRATCH = 64 * 1024;
+// A scratch buffer grown beyond this for a big message is not kept.
+const SCRATCH_KEPT = 1024 * 1024;
 // The frame's length prefix, written once the payload's size is known.
 const PREFIX = 4;
 
-let scratch = Buffer.allocUnsafe(64 * 1024);
+let scratch = Buffer.allocUnsafeSlow(SCRATCH);
 let at = 0;
 let encoding = false;
 // The objects written so far: V8 writes a second visit as a reference, so that is V8's turn.
@@ -85,8 +89,9 @@ function writeString(s) {
   const n = s.length;
   if (n < SHORT_STRING) return writeShortString(s, n);
   reserve(2 * n + 8);
-  // ASCII exactly when its UTF-8 length is its length; other strings go as UTF-16.
-  if (Buffer.byteLength(s, 'utf8') === n) {
+  // V8 answers this at once for a string it stores one byte per character, and scans only
+  // strings stored two bytes per character (measuring the UTF-8 length cost as much as the copy).
+  if (!BEYOND_LATIN1.test(s)) {
     scratch[at++] = ONE_BYTE_STRING;
     writeVarint(n);
     at += scratch.write(s, at, n, 'latin1');
@@ -95,7 +100,6 @@ function writeString(s) {
   writeTwoByteHeader(n);
   at += scratch.write(s, at, 2 * n, 'utf16le');
 }
-
 // Latin-1 as it goes; UTF-16 instead from the first character beyond. Lengths fit a varint byte.
 function writeShortString(s, n) {
   reserve(2 * n + 3);
@@ -250,6 +254,7 @@ function encode(message) {
     return copyOut(at);
   } finally {
     encoding = false;
+    if (scratch.length > SCRATCH_KEPT) scratch = Buffer.allocUnsafeSlow(SCRATCH);
     visited.length = 0;
     visitedSet = null;
   }

@@ -27,6 +27,7 @@
 //! Locks, outermost first: `reader`, then the control's own state, then `writer`; `flow` and the
 //! registration's interest lock are taken last and never held while taking another.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -238,10 +239,33 @@ impl Channel {
     self.io.fd()
   }
 
-  /// Queues `frames` frames (and maybe an fd) from JavaScript; returns the bytes still queued.
-  pub fn write(&self, bytes: Vec<u8>, fd: Option<Arc<OwnedFd>>, frames: u64) -> Result<usize, Errno> {
+  /// Writes `frames` frames (and maybe an fd) from JavaScript, queueing what the socket does not
+  /// take now; returns the bytes still queued. Borrowed bytes are copied only if queued.
+  pub fn write(&self, bytes: Cow<[u8]>, fd: Option<Arc<OwnedFd>>, frames: u64) -> Result<usize, Errno> {
     self.count_out(frames, bytes.len());
-    self.enqueue(Chunk::new(bytes, fd, true))
+    if fd.is_some() {
+      return self.enqueue(Chunk::new(bytes.into_owned(), fd, true));
+    }
+    let mut writer = lock(&self.writer);
+    if writer.closed {
+      return Err(Errno::EPIPE);
+    }
+    // A failed write is left to the flush below, which meets the error again and closes.
+    let sent = writer.write_now(self.raw_fd(), &bytes).unwrap_or(0);
+    if sent == bytes.len() {
+      writer.completed += 1;
+    } else {
+      let rest = match bytes {
+        Cow::Owned(mut owned) => {
+          owned.drain(..sent);
+          owned
+        }
+        Cow::Borrowed(borrowed) => borrowed[sent..].to_vec(),
+      };
+      writer.push(Chunk::new(rest, None, true));
+    }
+    self.flush_locked(&mut writer);
+    Ok(writer.queued)
   }
 
   /// Sends an internal message built on the Rust side (cluster replies, `newconn`).
@@ -566,6 +590,25 @@ impl Writer {
     self.queue.insert(at, chunk);
   }
 
+  /// Sends whole frames without an fd straight from the caller's bytes when nothing waits to
+  /// go before them; returns how many bytes went out (the rest is for the queue).
+  fn write_now(&mut self, fd: RawFd, bytes: &[u8]) -> Result<usize, Errno> {
+    if !self.queue.is_empty() || self.awaiting.iter().any(|h| !h.safe) {
+      return Ok(0);
+    }
+    let mut sent = 0;
+    while sent < bytes.len() {
+      match send(fd, &bytes[sent..], None) {
+        Ok(n) => sent += n,
+        Err(Errno::EAGAIN | Errno::ENOBUFS) => break,
+        Err(Errno::EINTR) => {}
+        Err(e) => return Err(e),
+      }
+    }
+    self.written += sent as u64;
+    Ok(sent)
+  }
+
   fn writable_work(&self) -> bool {
     self.queue.front().is_some_and(|front| self.may_write(front))
   }
@@ -686,6 +729,25 @@ mod tests {
     writer.push(Chunk::new(b"A\n".to_vec(), None, true));
     writer.flush(ours.as_raw_fd()).unwrap();
     (writer, ours, peer)
+  }
+
+  #[test]
+  fn a_message_goes_out_from_the_callers_bytes_only_with_nothing_to_wait_for() {
+    let (ours, peer) = pair();
+    let mut writer = Writer::default();
+    assert_eq!(writer.write_now(ours.as_raw_fd(), b"A\n"), Ok(2));
+    assert_eq!(receive(&peer), (b"A\n".to_vec(), 0));
+    // Behind a handle that may be NACKed, it is the queue's.
+    writer.push(handle(&big_frame()));
+    writer.flush(ours.as_raw_fd()).unwrap();
+    assert_eq!(writer.write_now(ours.as_raw_fd(), b"B\n"), Ok(0));
+    // A full socket takes part of it; the rest is the queue's.
+    let (ours, _peer) = pair();
+    let mut writer = Writer::default();
+    let big = vec![b'x'; 8 << 20];
+    let sent = writer.write_now(ours.as_raw_fd(), &big).unwrap();
+    assert!(sent > 0 && sent < big.len(), "{sent} of {} bytes", big.len());
+    assert_eq!(writer.written, sent as u64);
   }
 
   #[test]
@@ -908,7 +970,7 @@ mod tests {
     turn(&reactor);
     assert!(recorder.closed.load(Ordering::Acquire), "the control hears of the close");
     assert!(matches!(&sink.take()[..], [Event::Disconnect { id: 7 }]));
-    assert_eq!(channel.write(b"x\n".to_vec(), None, 1), Err(Errno::EPIPE));
+    assert_eq!(channel.write(Cow::Borrowed(b"x\n"), None, 1), Err(Errno::EPIPE));
   }
 
   #[test]

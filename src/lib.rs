@@ -26,6 +26,7 @@ mod spawn;
 mod uv;
 mod v8codec;
 
+use std::borrow::Cow;
 use std::os::fd::IntoRawFd;
 use std::sync::Arc;
 
@@ -198,7 +199,9 @@ pub fn open_writer(env: Env, fd: i32, serialization: Serialization) -> napi::Res
 pub fn write(env: Env, id: u32, data: Either<String, BufferSlice>, frames: Option<u32>) -> napi::Result<i64> {
   let channel = runtime(&env)?.channel(id);
   let frames = u64::from(frames.unwrap_or(1));
-  Ok(queued_or_errno(channel.map_or(Err(nix::errno::Errno::EPIPE), |c| c.write(bytes_of(data), None, frames))))
+  let result =
+    channel.map_or(Err(nix::errno::Errno::EPIPE), |c| with_bytes(data, |bytes| c.write(bytes, None, frames)));
+  Ok(queued_or_errno(result))
 }
 
 /// Queues a `NODE_HANDLE` frame carrying a duplicate of `fd`; the caller keeps its own fd.
@@ -206,7 +209,8 @@ pub fn write(env: Env, id: u32, data: Either<String, BufferSlice>, frames: Optio
 pub fn write_handle(env: Env, id: u32, frame: Either<String, BufferSlice>, fd: i32) -> napi::Result<i64> {
   let channel = runtime(&env)?.channel(id);
   let result = sockets::duplicate(fd).and_then(|handle| {
-    channel.map_or(Err(nix::errno::Errno::EPIPE), |c| c.write(bytes_of(frame), Some(Arc::new(handle)), 1))
+    let handle = Some(Arc::new(handle));
+    channel.map_or(Err(nix::errno::Errno::EPIPE), |c| with_bytes(frame, |bytes| c.write(bytes, handle, 1)))
   });
   Ok(queued_or_errno(result))
 }
@@ -444,11 +448,12 @@ fn put_payload(env: &Env, flat: &mut Array, at: u32, payload: Payload) -> napi::
   Ok(())
 }
 
-/// Borrowed, not `Buffer`: that would take (and drop) a napi reference on every write.
-fn bytes_of(data: Either<String, BufferSlice>) -> Vec<u8> {
+/// Hands the bytes on without a copy: a string's are ours already, and a buffer is borrowed, not
+/// taken as `Buffer` (that would take and drop a napi reference on every write).
+fn with_bytes<R>(data: Either<String, BufferSlice>, write: impl FnOnce(Cow<[u8]>) -> R) -> R {
   match data {
-    Either::A(text) => text.into_bytes(),
-    Either::B(buffer) => buffer.to_vec(),
+    Either::A(text) => write(Cow::Owned(text.into_bytes())),
+    Either::B(buffer) => write(Cow::Borrowed(&buffer)),
   }
 }
 
