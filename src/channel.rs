@@ -942,7 +942,7 @@ mod tests {
     let delivered: usize = taken
       .iter()
       .map(|e| match e {
-        Event::Messages { payload: crate::events::Payload::Text(_, ends), .. } => ends.len(),
+        Event::Messages { payload: crate::events::Payload::Ascii(_, ends), .. } => ends.len(),
         _ => 0,
       })
       .sum();

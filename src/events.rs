@@ -23,6 +23,9 @@ use crate::reactor::BatchEnd;
 /// User messages as JavaScript decodes them: the frames back to back (text for JSON lines, bytes
 /// for V8 payloads) and where each one ends, so JavaScript never searches for boundaries.
 pub enum Payload {
+  /// Text of ASCII only, whose ends are the same in bytes and in UTF-16 code units: JavaScript
+  /// gets it as a one-byte string, with no UTF-8 to decode.
+  Ascii(Vec<u8>, Vec<u32>),
   /// Ends in UTF-16 code units, as JavaScript indexes strings.
   Text(String, Vec<u32>),
   /// Ends in bytes.
@@ -209,8 +212,10 @@ impl Batch {
     if !text {
       return Payload::Binary(bytes, ends.into_iter().map(|end| end as u32).collect());
     }
+    if bytes.is_ascii() {
+      return Payload::Ascii(bytes, ends.into_iter().map(|end| end as u32).collect());
+    }
     match String::from_utf8(bytes) {
-      Ok(text) if text.is_ascii() => Payload::Text(text, ends.into_iter().map(|end| end as u32).collect()),
       Ok(text) => {
         let units = utf16_ends(text.as_bytes(), &ends);
         Payload::Text(text, units)
@@ -255,9 +260,20 @@ mod tests {
 
   fn text(payload: Payload) -> (String, Vec<u32>) {
     match payload {
+      Payload::Ascii(bytes, ends) => (String::from_utf8(bytes).unwrap(), ends),
       Payload::Text(text, ends) => (text, ends),
       Payload::Binary(..) => panic!("binary"),
     }
+  }
+
+  #[test]
+  fn ascii_text_goes_as_bytes_and_anything_else_as_utf8_text() {
+    let mut batch = Batch::default();
+    batch.push(b"{\"a\":1}");
+    batch.push(b"2");
+    assert!(matches!(batch.take(true), Payload::Ascii(bytes, ends) if bytes == b"{\"a\":1}2" && ends == [7, 8]));
+    batch.push("\"é\"".as_bytes());
+    assert!(matches!(batch.take(true), Payload::Text(text, ends) if text == "\"é\"" && ends == [3]));
   }
 
   #[test]

@@ -4,6 +4,8 @@
 //! of it. Scanning resumes where the last scan stopped and consumed bytes are dropped only once
 //! they are at least half the buffer, so a 64 MB frame arriving in 64 KB reads costs linear time.
 
+use std::ffi::c_int;
+
 use serde_json::{json, Value};
 
 use crate::v8codec;
@@ -138,8 +140,12 @@ impl Decoder {
   }
 }
 
+/// libc's memchr, which is vectorized: a byte-by-byte search was the biggest cost of reading
+/// 64 KB JSON messages (a fifth of the parent's time in perf).
 fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
-  haystack.iter().position(|&b| b == needle)
+  // SAFETY: reads at most `haystack.len()` bytes from its start, all within the slice.
+  let found = unsafe { nix::libc::memchr(haystack.as_ptr().cast(), c_int::from(needle), haystack.len()) };
+  (!found.is_null()).then(|| found as usize - haystack.as_ptr() as usize)
 }
 
 /// Node's internal messages that the Rust side acts on without waiting for JavaScript.

@@ -429,6 +429,10 @@ const COPIED_PAYLOAD: usize = 64 << 10;
 /// shared by several messages.
 fn put_payload(env: &Env, flat: &mut Array, at: u32, payload: Payload) -> napi::Result<()> {
   let ends = match payload {
+    Payload::Ascii(bytes, ends) => {
+      flat.set(at + 2, env.create_string_latin1(&bytes)?)?;
+      ends
+    }
     Payload::Text(text, ends) => {
       flat.set(at + 2, text)?;
       ends
