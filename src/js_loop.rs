@@ -9,16 +9,17 @@
 //!   where the reactor would cost its own wake-up and then JavaScript's.
 //! - the reactor thread, through a `Watch` on the same set, armed when JavaScript has been away
 //!   from its loop's poll for a tick (`TICK`): handle ACKs, round-robin replies and the read
-//!   budget then wait at most a tick or two for a busy JavaScript, never for its work to end.
+//!   budget then wait a few milliseconds at most for a busy JavaScript, never for its work to end.
 //!
 //! The JavaScript thread says when it comes back from its poll (the check phase, and every
-//! dispatch, in `Runtime::take`) and when it is about to block in it again (the prepare phase, which also disarms the
-//! watch); each costs it an atomic or two, no system call. While it is busy a 1 ms timer ticks
-//! on the reactor thread, which arms the watch when a whole tick went by without JavaScript
-//! coming back. The timer stops once JavaScript waits and nothing is left unread. One gap
-//! remains: another handle's I/O callback that starts while JavaScript is idle and the timer
-//! stopped runs without the watch, so what arrives meanwhile waits for that callback to return
-//! (as everything does with Node's channel).
+//! dispatch, in `Runtime::take`) and when it is about to block in it again (the prepare phase,
+//! which also disarms the watch); each costs it an atomic or two, no system call. While it is
+//! busy a 1 ms timer ticks on the reactor thread, which arms the watch when a whole tick went by
+//! without JavaScript coming back. A tick that finds it waiting slows the timer to 10 ms, so a
+//! busy spell that starts then is caught within 11 ms; the timer stops once JavaScript waits and
+//! nothing is left unread. One gap remains: another handle's I/O callback that starts while
+//! JavaScript is idle and the timer stopped runs without the watch, so what arrives meanwhile
+//! waits for that callback to return (as everything does with Node's channel).
 
 use std::ffi::c_int;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -44,6 +45,10 @@ use crate::uv::{self, Uv};
 const BATCH: usize = 64;
 /// How long JavaScript may stay away from its loop before the reactor serves its channels.
 const TICK: Duration = Duration::from_millis(1);
+/// The tick while JavaScript was found waiting: each tick wakes the reactor thread (~25 µs of CPU
+/// on a VM), and a loop that mostly waits, as in a request/response exchange, needs no more than
+/// this to be caught busy; the first tick that finds it running goes back to `TICK`.
+const SLOW_TICK: Duration = Duration::from_millis(10);
 
 /// The reactor thread's hold on an environment's channel set, and what it knows of that
 /// environment's loop.
@@ -61,11 +66,22 @@ pub struct Watch {
   ticker: OnceCell<Arc<Ticker>>,
 }
 
-/// What a tick decided.
-#[derive(Debug, PartialEq, Eq)]
+/// What a tick decided: the next tick's period, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tick {
-  Again,
+  Fast,
+  Slow,
   Stop,
+}
+
+impl Tick {
+  fn period(self) -> Option<Duration> {
+    match self {
+      Tick::Fast => Some(TICK),
+      Tick::Slow => Some(SLOW_TICK),
+      Tick::Stop => None,
+    }
+  }
 }
 
 impl Watch {
@@ -113,7 +129,7 @@ impl Watch {
     let progress = self.progress.load(Ordering::Acquire);
     let moved = self.seen.swap(progress, Ordering::AcqRel) != progress;
     if moved {
-      return Tick::Again;
+      return if self.idle.load(Ordering::Acquire) { Tick::Slow } else { Tick::Fast };
     }
     // A whole tick without JavaScript coming back from its poll: busy (or, idle with the set
     // unread, inside another handle's callback). Either way the set is ours until it waits again.
@@ -152,22 +168,32 @@ struct Ticker {
   io: Registration,
   timer: TimerFd,
   watch: Weak<Watch>,
-  /// Changed under this lock, and a tick decides under it, so a stop never crosses a start.
-  ticking: Mutex<bool>,
+  /// The period the timer runs at, if it runs. Changed under this lock, and a tick decides under
+  /// it, so a stop never crosses a start.
+  ticking: Mutex<Option<Duration>>,
 }
 
 impl Ticker {
   fn new(reactor: &Arc<Reactor>, watch: Weak<Watch>) -> Result<Arc<Ticker>, Errno> {
     let timer = TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_CLOEXEC | TimerFlags::TFD_NONBLOCK)?;
     let fd = Arc::new(sockets::duplicate(timer.as_fd().as_raw_fd())?);
-    reactor.register(fd, Interest::READ, |io, _| Ticker { io, timer, watch, ticking: Mutex::new(false) })
+    reactor.register(fd, Interest::READ, |io, _| Ticker { io, timer, watch, ticking: Mutex::new(None) })
   }
 
   fn start(&self) {
     let mut ticking = lock(&self.ticking);
-    if !*ticking {
-      *ticking = self.timer.set(Expiration::Interval(TICK.into()), TimerSetTimeFlags::empty()).is_ok();
+    if ticking.is_none() {
+      self.run(&mut ticking, Some(TICK));
     }
+  }
+
+  /// Under the `ticking` lock: the timer at `period`, or stopped.
+  fn run(&self, ticking: &mut Option<Duration>, period: Option<Duration>) {
+    let set = match period {
+      Some(period) => self.timer.set(Expiration::Interval(period.into()), TimerSetTimeFlags::empty()),
+      None => self.timer.unset(),
+    };
+    *ticking = if set.is_ok() { period } else { None };
   }
 }
 
@@ -177,10 +203,9 @@ impl Source for Ticker {
     let fd = unsafe { BorrowedFd::borrow_raw(self.io.fd()) };
     let _ = nix::unistd::read(fd, &mut [0u8; 8]);
     let mut ticking = lock(&self.ticking);
-    let stop = self.watch.upgrade().is_none_or(|watch| watch.tick() == Tick::Stop);
-    if *ticking && stop {
-      let _ = self.timer.unset();
-      *ticking = false;
+    let next = self.watch.upgrade().map_or(Tick::Stop, |watch| watch.tick()).period();
+    if ticking.is_some() && *ticking != next {
+      self.run(&mut ticking, next);
     }
   }
 
@@ -461,10 +486,10 @@ mod tests {
     let (_reactor, watch, _reader, _peer) = setup();
     watch.waiting();
     watch.busy();
-    assert_eq!(watch.tick(), Tick::Again, "JavaScript came back since the last tick");
+    assert_eq!(watch.tick(), Tick::Fast, "JavaScript came back since the last tick, and runs");
     assert!(!watch.io.reading());
     watch.busy();
-    assert_eq!(watch.tick(), Tick::Again);
+    assert_eq!(watch.tick(), Tick::Fast);
     assert_eq!(watch.tick(), Tick::Stop, "a whole tick busy");
     assert!(watch.io.reading(), "the reactor serves the set now");
   }
@@ -474,14 +499,14 @@ mod tests {
     let (_reactor, watch, _reader, peer) = setup();
     watch.busy();
     watch.waiting();
-    assert_eq!(watch.tick(), Tick::Again);
+    assert_eq!(watch.tick(), Tick::Slow, "came back, and waits again: slower ticks catch it busy");
     assert_eq!(watch.tick(), Tick::Stop);
     assert!(!watch.io.reading(), "waiting with nothing unread: the loop has it");
 
     watch.busy();
     watch.waiting();
     nix::unistd::write(&peer, b"x").unwrap();
-    assert_eq!(watch.tick(), Tick::Again);
+    assert_eq!(watch.tick(), Tick::Slow);
     assert_eq!(watch.tick(), Tick::Stop);
     assert!(watch.io.reading(), "said idle, yet a tick left the set unread");
   }
