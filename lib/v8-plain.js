@@ -37,14 +37,16 @@ const HOLE = 0x2d; // -
 
 // Deeper values go to V8, whose stack checks give Node's error.
 const MAX_DEPTH = 128;
+// A character V8 cannot store one byte per character.
 const BEYOND_LATIN1 = /[^\x00-\xff]/;
 // Shorter strings are checked and copied here; longer ones through Buffer's native methods.
 const SHORT_STRING = 64;
 // Shorter one-byte strings are read here; longer ones by Buffer's native decoder.
 const SHORT_READ = 8;
+// Frames up to this size are copied out of the scratch buffer here, longer ones natively.
 const COPY_IN_JS = 256;
+// The scratch buffer frames are written into, and the size past which it is not kept.
 const SCRATCH = 64 * 1024;
-// A scratch buffer grown beyond this for a big message is not kept.
 const SCRATCH_KEPT = 1024 * 1024;
 // The frame's length prefix, written once the payload's size is known.
 const PREFIX = 4;
@@ -55,6 +57,7 @@ let encoding = false;
 // The objects written so far: V8 writes a second visit as a reference, so that is V8's turn.
 const visited = [];
 let visitedSet = null;
+// A double's bytes in the host's order, as V8 writes them.
 const float = new Float64Array(1);
 const floatBytes = new Uint8Array(float.buffer);
 
@@ -100,6 +103,7 @@ function writeString(s) {
   writeTwoByteHeader(n);
   at += scratch.write(s, at, 2 * n, 'utf16le');
 }
+
 // Latin-1 as it goes; UTF-16 instead from the first character beyond. Lengths fit a varint byte.
 function writeShortString(s, n) {
   reserve(2 * n + 3);
