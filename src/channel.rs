@@ -243,29 +243,10 @@ impl Channel {
   /// take now; returns the bytes still queued. Borrowed bytes are copied only if queued.
   pub fn write(&self, bytes: Cow<[u8]>, fd: Option<Arc<OwnedFd>>, frames: u64) -> Result<usize, Errno> {
     self.count_out(frames, bytes.len());
-    if fd.is_some() {
-      return self.enqueue(Chunk::new(bytes.into_owned(), fd, true));
-    }
-    let mut writer = lock(&self.writer);
-    if writer.closed {
-      return Err(Errno::EPIPE);
-    }
-    // A failed write is left to the flush below, which meets the error again and closes.
-    let sent = writer.write_now(self.raw_fd(), &bytes).unwrap_or(0);
-    if sent == bytes.len() {
-      writer.completed += 1;
-    } else {
-      let rest = match bytes {
-        Cow::Owned(mut owned) => {
-          owned.drain(..sent);
-          owned
-        }
-        Cow::Borrowed(borrowed) => borrowed[sent..].to_vec(),
-      };
-      writer.push(Chunk::new(rest, None, true));
-    }
-    self.flush_locked(&mut writer);
-    Ok(writer.queued)
+    self.with_writer(|writer, raw| match fd {
+      Some(fd) => writer.push(Chunk::new(bytes.into_owned(), Some(fd), true)),
+      None => writer.write_or_queue(raw, bytes),
+    })
   }
 
   /// Sends an internal message built on the Rust side (cluster replies, `newconn`).
@@ -327,11 +308,16 @@ impl Channel {
   }
 
   fn enqueue(&self, chunk: Chunk) -> Result<usize, Errno> {
+    self.with_writer(|writer, _| writer.push(chunk))
+  }
+
+  /// Hands an open writer (and the socket) to `add`, then flushes; returns the bytes still queued.
+  fn with_writer(&self, add: impl FnOnce(&mut Writer, RawFd)) -> Result<usize, Errno> {
     let mut writer = lock(&self.writer);
     if writer.closed {
       return Err(Errno::EPIPE);
     }
-    writer.push(chunk);
+    add(&mut writer, self.raw_fd());
     self.flush_locked(&mut writer);
     Ok(writer.queued)
   }
@@ -590,23 +576,33 @@ impl Writer {
     self.queue.insert(at, chunk);
   }
 
-  /// Sends whole frames without an fd straight from the caller's bytes when nothing waits to
-  /// go before them; returns how many bytes went out (the rest is for the queue).
-  fn write_now(&mut self, fd: RawFd, bytes: &[u8]) -> Result<usize, Errno> {
-    if !self.queue.is_empty() || self.awaiting.iter().any(|h| !h.safe) {
-      return Ok(0);
-    }
+  /// JavaScript's frames without an fd: sent straight from the caller's bytes when nothing waits
+  /// to go before them, and what the socket does not take queued (a copy only then). A write
+  /// error stops the attempt; the flush that follows meets it again and closes.
+  fn write_or_queue(&mut self, fd: RawFd, bytes: Cow<[u8]>) {
     let mut sent = 0;
-    while sent < bytes.len() {
-      match send(fd, &bytes[sent..], None) {
-        Ok(n) => sent += n,
-        Err(Errno::EAGAIN | Errno::ENOBUFS) => break,
-        Err(Errno::EINTR) => {}
-        Err(e) => return Err(e),
+    if self.queue.is_empty() && !self.awaiting.iter().any(|h| !h.safe) {
+      while sent < bytes.len() {
+        match send(fd, &bytes[sent..], None) {
+          Ok(n) => sent += n,
+          Err(Errno::EINTR) => {}
+          Err(_) => break,
+        }
       }
+      self.written += sent as u64;
     }
-    self.written += sent as u64;
-    Ok(sent)
+    if sent == bytes.len() {
+      self.completed += 1;
+      return;
+    }
+    let rest = match bytes {
+      Cow::Owned(mut owned) => {
+        owned.drain(..sent);
+        owned
+      }
+      Cow::Borrowed(borrowed) => borrowed[sent..].to_vec(),
+    };
+    self.push(Chunk::new(rest, None, true));
   }
 
   fn writable_work(&self) -> bool {
@@ -736,19 +732,29 @@ mod tests {
   fn a_message_goes_out_from_the_callers_bytes_only_with_nothing_to_wait_for() {
     let (ours, peer) = pair();
     let mut writer = Writer::default();
-    assert_eq!(writer.write_now(ours.as_raw_fd(), b"A\n"), Ok(2));
+    writer.write_or_queue(ours.as_raw_fd(), Cow::Borrowed(b"A\n"));
     assert_eq!(receive(&peer), (b"A\n".to_vec(), 0));
+    assert_eq!((writer.completed, writer.queued), (1, 0));
     // Behind a handle that may be NACKed, it is the queue's.
     writer.push(handle(&big_frame()));
     writer.flush(ours.as_raw_fd()).unwrap();
-    assert_eq!(writer.write_now(ours.as_raw_fd(), b"B\n"), Ok(0));
-    // A full socket takes part of it; the rest is the queue's.
-    let (ours, _peer) = pair();
+    writer.write_or_queue(ours.as_raw_fd(), Cow::Borrowed(b"B\n"));
+    assert_eq!((writer.completed, writer.queued), (2, 2));
+    // A full socket takes part of it; the rest is the queue's, and follows it in order.
+    let (ours, peer) = pair();
     let mut writer = Writer::default();
-    let big = vec![b'x'; 8 << 20];
-    let sent = writer.write_now(ours.as_raw_fd(), &big).unwrap();
+    let big: Vec<u8> = (0..8 << 20).map(|i: u32| i as u8).collect();
+    writer.write_or_queue(ours.as_raw_fd(), Cow::Borrowed(&big));
+    let sent = writer.written as usize;
     assert!(sent > 0 && sent < big.len(), "{sent} of {} bytes", big.len());
-    assert_eq!(writer.written, sent as u64);
+    assert_eq!((writer.completed, writer.queued), (0, big.len() - sent));
+    let mut got = Vec::new();
+    while got.len() < big.len() {
+      got.extend(receive(&peer).0);
+      writer.flush(ours.as_raw_fd()).unwrap();
+    }
+    assert!(got == big, "the bytes arrive whole and in order");
+    assert_eq!(writer.completed, 1);
   }
 
   #[test]
