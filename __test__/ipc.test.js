@@ -734,3 +734,28 @@ test('examples/pipe-server.js and pipe-client.js echo hello over PIPE_PATH', { t
   client.child.kill('SIGKILL');
   await until(() => server.lines.includes('disconnected.'), { what: "the server's 'disconnected.'" });
 });
+
+// Everything the loop reads in one wake-up reaches JavaScript in one call; a batch longer than a
+// call's arguments should carry goes as one array. 100 channels whose peers each write a message
+// and end in the same tick give it ~200 events at once (more than 64 channels' worth).
+test('unix: 100 channels each given a message and an end at once: every message, then its disconnect', { timeout: 20_000 }, async (t) => {
+  const COUNT = 100;
+  const { server, target } = await listen(t, 'unix');
+  const connected = nextConnections(server, COUNT);
+  const sockets = await Promise.all(Array.from({ length: COUNT }, () => rawConnect(t, target)));
+  const channels = await connected;
+  const seen = channels.map(() => []);
+  const ended = Promise.all(channels.map((channel, k) => new Promise((resolve) => {
+    channel.on('message', (m) => seen[k].push(m));
+    channel.on('disconnect', () => {
+      seen[k].push('disconnect');
+      resolve();
+    });
+  })));
+  // Which socket is which channel is for the messages to say.
+  sockets.forEach((socket, k) => socket.end(`${JSON.stringify({ k })}\n`));
+  await withDeadline(ended, 10_000, () => `disconnects (${seen.filter((s) => s.includes('disconnect')).length}/${COUNT})`);
+  const byPeer = seen.map((events) => events[0]?.k);
+  assert.deepEqual([...byPeer].sort((a, b) => a - b), Array.from({ length: COUNT }, (_, k) => k));
+  for (const events of seen) assert.deepEqual(events, [{ k: events[0].k }, 'disconnect']);
+});

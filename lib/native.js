@@ -45,7 +45,7 @@ function disown(id) {
 
 const { EventKind } = binding;
 
-// One event of the core, from its four slots in drain()'s flat array (lib.rs lists them).
+// One event of the core, from its four slots (lib.rs's drain lists them).
 class NativeEvent {
   constructor(kind, id, payload, extra) {
     this.kind = kind;
@@ -60,8 +60,10 @@ class NativeEvent {
   }
 }
 
-function dispatch() {
-  const flat = binding.drain();
+// The core calls this with the events' slots as arguments when this thread read them itself (one
+// array of them for a long batch), and with none when the reactor thread queued them.
+function dispatch(...slots) {
+  const flat = slots.length > 1 ? slots : slots.length === 1 ? slots[0] : binding.drain();
   for (let i = 0; i < flat.length; i += 4) {
     const event = new NativeEvent(flat[i], flat[i + 1], flat[i + 2], flat[i + 3]);
     const owner = owners.get(event.id);

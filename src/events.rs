@@ -4,8 +4,9 @@
 //! it, so an event can only reach its owner. The reactor thread pushes events and, at the end of
 //! each batch, wakes the JS thread at most once through a threadsafe function; JavaScript then
 //! takes everything queued with `drain`. What the JavaScript thread reads itself (js_loop.rs) goes
-//! through the same queue, and its dispatch is called at once. The function is weak (unref'd), so it never keeps Node
-//! alive: JavaScript decides that with its own ref count.
+//! through the same queue, and its dispatch is called at once with the events as arguments. The
+//! function is weak (unref'd), so it never keeps Node alive: JavaScript decides that with its own
+//! ref count.
 //!
 //! Flow control: events that carry received bytes hold a `Credit` against their channel's read
 //! budget, returned when JavaScript takes them (or when they are dropped unread), so what is read

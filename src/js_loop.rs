@@ -232,19 +232,25 @@ struct Hooks {
   ready: Vec<EpollEvent>,
   env: sys::napi_env,
   dispatch: sys::napi_ref,
+  arguments: Arguments,
   context: sys::napi_async_context,
 }
+
+/// Takes the environment's queued events as dispatch's arguments; on its thread, in a handle scope.
+pub type Arguments = fn(sys::napi_env) -> napi::Result<Vec<sys::napi_value>>;
 
 const POLL: usize = 0;
 const PREPARE: usize = 1;
 const CHECK: usize = 2;
 
 impl JsLoop {
-  /// Hooks `local` into `env`'s loop, calling `dispatch` (a JavaScript function) when its events
-  /// are queued. `None` where libuv is not reachable: the reactor then serves the set alone.
+  /// Hooks `local` into `env`'s loop, calling `dispatch` (a JavaScript function) with what
+  /// `arguments` makes of the events it read. `None` where libuv is not reachable: the reactor
+  /// then serves the set alone.
   pub fn start(
     env: sys::napi_env,
     dispatch: sys::napi_value,
+    arguments: Arguments,
     local: Arc<Reactor>,
     watch: Arc<Watch>,
     sink: Arc<Sink>,
@@ -275,6 +281,7 @@ impl JsLoop {
       ready: vec![EpollEvent::empty(); BATCH],
       env,
       dispatch: reference,
+      arguments,
       context,
     }));
     let js_loop = JsLoop(hooks);
@@ -391,8 +398,9 @@ unsafe extern "C" fn on_close(handle: *mut uv::Handle) {
   }
 }
 
-/// Calls the environment's dispatch as Node calls into JavaScript from its loop: in a callback
-/// scope (nextTicks and microtasks run after it), an exception going to 'uncaughtException'.
+/// Calls the environment's dispatch with the events queued, as Node calls into JavaScript from
+/// its loop: in a callback scope (nextTicks and microtasks run after it), an exception going to
+/// 'uncaughtException'.
 ///
 /// # Safety
 /// On the loop's thread, outside any JavaScript call, with the environment alive.
@@ -404,11 +412,28 @@ unsafe fn call_dispatch(hooks: &Hooks) {
     if sys::napi_open_handle_scope(env, &mut scope) != sys::Status::napi_ok {
       return;
     }
-    let mut function = ptr::null_mut();
-    let mut result = ptr::null_mut();
-    sys::napi_get_reference_value(env, hooks.dispatch, &mut function);
-    // The receiver must be an object; dispatch ignores it, and itself is at hand.
-    let status = sys::napi_make_callback(env, hooks.context, function, function, 0, ptr::null(), &mut result);
+    let status = match (hooks.arguments)(env) {
+      Ok(arguments) if arguments.is_empty() => sys::Status::napi_ok,
+      Ok(arguments) => {
+        let mut function = ptr::null_mut();
+        let mut result = ptr::null_mut();
+        sys::napi_get_reference_value(env, hooks.dispatch, &mut function);
+        // The receiver must be an object; dispatch ignores it, and itself is at hand.
+        sys::napi_make_callback(
+          env,
+          hooks.context,
+          function,
+          function,
+          arguments.len(),
+          arguments.as_ptr(),
+          &mut result,
+        )
+      }
+      Err(error) => {
+        napi::JsError::from(error).throw_into(env);
+        sys::Status::napi_pending_exception
+      }
+    };
     if status == sys::Status::napi_pending_exception {
       let mut error = ptr::null_mut();
       sys::napi_get_and_clear_last_exception(env, &mut error);

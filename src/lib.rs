@@ -27,11 +27,15 @@ mod uv;
 mod v8codec;
 
 use std::borrow::Cow;
+use std::mem::MaybeUninit;
 use std::os::fd::IntoRawFd;
+use std::ptr;
 use std::sync::Arc;
 
-use napi::bindgen_prelude::{Array, Buffer, BufferSlice, Either, Function, JsValue, Uint32Array};
-use napi::Env;
+use napi::bindgen_prelude::{
+  Array, Buffer, BufferSlice, FromNapiValue, Function, JsValue, ToNapiValue, Uint32Array, Unknown, ValueType,
+};
+use napi::{check_status, sys, Env};
 use napi_derive::napi;
 
 use events::{Event, Payload};
@@ -95,7 +99,7 @@ pub fn init(env: Env, notify: Function<(), ()>) -> napi::Result<()> {
   let runtime = Runtime::new(reactor.clone(), Some(tsfn)).map_err(|e| errno_error(e, "epoll_create1"))?;
   let (local, watch, sink) = runtime.loop_parts();
   env.set_instance_data(runtime, (), |context| drop(context.value))?;
-  if let Some(js_loop) = JsLoop::start(env.raw(), notify.raw(), local, watch, sink) {
+  if let Some(js_loop) = JsLoop::start(env.raw(), notify.raw(), dispatch_arguments, local, watch, sink) {
     env.add_env_cleanup_hook(js_loop, JsLoop::stop)?;
   }
   Ok(())
@@ -196,22 +200,25 @@ pub fn open_writer(env: Env, fd: i32, serialization: Serialization) -> napi::Res
 /// Queues `frames` frames (1 if not said) on channel `id`; returns the bytes still queued, or a
 /// negative errno.
 #[napi(catch_unwind)]
-pub fn write(env: Env, id: u32, data: Either<String, BufferSlice>, frames: Option<u32>) -> napi::Result<i64> {
+pub fn write(env: Env, id: u32, data: Unknown, frames: Option<u32>) -> napi::Result<i64> {
   let channel = runtime(&env)?.channel(id);
   let frames = u64::from(frames.unwrap_or(1));
-  let result =
-    channel.map_or(Err(nix::errno::Errno::EPIPE), |c| with_bytes(data, |bytes| c.write(bytes, None, frames)));
+  let result = match channel {
+    Some(c) => with_bytes(data, |bytes| c.write(bytes, None, frames))?,
+    None => Err(nix::errno::Errno::EPIPE),
+  };
   Ok(queued_or_errno(result))
 }
 
 /// Queues a `NODE_HANDLE` frame carrying a duplicate of `fd`; the caller keeps its own fd.
 #[napi(catch_unwind)]
-pub fn write_handle(env: Env, id: u32, frame: Either<String, BufferSlice>, fd: i32) -> napi::Result<i64> {
+pub fn write_handle(env: Env, id: u32, frame: Unknown, fd: i32) -> napi::Result<i64> {
   let channel = runtime(&env)?.channel(id);
-  let result = sockets::duplicate(fd).and_then(|handle| {
-    let handle = Some(Arc::new(handle));
-    channel.map_or(Err(nix::errno::Errno::EPIPE), |c| with_bytes(frame, |bytes| c.write(bytes, handle, 1)))
-  });
+  let result = match (channel, sockets::duplicate(fd)) {
+    (Some(c), Ok(handle)) => with_bytes(frame, |bytes| c.write(bytes, Some(Arc::new(handle)), 1))?,
+    (_, Err(errno)) => Err(errno),
+    (None, Ok(_)) => Err(nix::errno::Errno::EPIPE),
+  };
   Ok(queued_or_errno(result))
 }
 
@@ -367,57 +374,131 @@ pub fn stats(env: Env) -> napi::Result<Stats> {
 /// | Cluster | the message as JSON | |
 #[napi(catch_unwind)]
 pub fn drain(env: &Env) -> napi::Result<Array<'_>> {
-  let events = runtime(env)?.take();
-  let mut flat = env.create_array(events.len() as u32 * 4)?;
-  for (index, event) in events.into_iter().enumerate() {
-    put(env, &mut flat, index as u32 * 4, event)?;
-  }
-  Ok(flat)
+  let slots = slots(env, runtime(env)?.take())?;
+  array_of(env, &slots)
 }
 
-fn put(env: &Env, flat: &mut Array, at: u32, event: Event) -> napi::Result<()> {
-  let mut head = |kind: EventKind, id: u32| -> napi::Result<()> {
-    flat.set(at, kind as u32)?;
-    flat.set(at + 1, id)
-  };
-  match event {
-    // Taken by JavaScript: the bytes no longer count against the channel's read budget.
-    Event::Messages { id, payload, credit } => {
-      drop(credit);
-      head(EventKind::Messages, id)?;
-      put_payload(env, flat, at, payload)
+/// What the JavaScript thread's loop calls dispatch with after reading: the slots themselves as
+/// arguments, which cost V8 nothing to pass where an array costs a napi call per slot; a batch
+/// too long for the stack goes as one array.
+fn dispatch_arguments(raw: sys::napi_env) -> napi::Result<Vec<sys::napi_value>> {
+  const MOST: usize = 256;
+  let env = Env::from_raw(raw);
+  let slots = slots(&env, runtime(&env)?.take())?;
+  if slots.len() <= MOST {
+    return Ok(slots);
+  }
+  Ok(vec![array_of(&env, &slots)?.raw()])
+}
+
+fn array_of<'e>(env: &'e Env, slots: &[sys::napi_value]) -> napi::Result<Array<'e>> {
+  let mut array = env.create_array(slots.len() as u32)?;
+  for (index, &slot) in slots.iter().enumerate() {
+    // SAFETY: each slot is a value of this environment, alive in the caller's handle scope.
+    array.set(index as u32, unsafe { Unknown::from_raw_unchecked(env.raw(), slot) })?;
+  }
+  Ok(array)
+}
+
+/// The events' values, four slots each (see `drain`), absent ones undefined.
+fn slots(env: &Env, events: Vec<Event>) -> napi::Result<Vec<sys::napi_value>> {
+  let mut slots = Slots { env: env.raw(), values: Vec::with_capacity(events.len() * 4) };
+  for event in events {
+    slots.put(event)?;
+  }
+  Ok(slots.values)
+}
+
+struct Slots {
+  env: sys::napi_env,
+  values: Vec<sys::napi_value>,
+}
+
+impl Slots {
+  fn value<T: ToNapiValue>(&mut self, value: T) -> napi::Result<()> {
+    // SAFETY: on the environment's thread, inside the caller's handle scope.
+    self.values.push(unsafe { T::to_napi_value(self.env, value) }?);
+    Ok(())
+  }
+
+  fn put(&mut self, event: Event) -> napi::Result<()> {
+    let start = self.values.len();
+    match event {
+      // Taken by JavaScript: the bytes no longer count against the channel's read budget.
+      Event::Messages { id, payload, credit } => {
+        drop(credit);
+        self.head(EventKind::Messages, id)?;
+        self.payload(payload)?;
+      }
+      Event::Handle { id, frame, fd, credit } => {
+        drop(credit);
+        self.head(EventKind::Handle, id)?;
+        self.payload(frame)?;
+        // JavaScript takes ownership and wraps the fd in a net/dgram handle.
+        if let Some(fd) = fd {
+          self.value(fd.into_raw_fd())?;
+        }
+      }
+      Event::Written { id, completed } => {
+        self.head(EventKind::Written, id)?;
+        self.value(completed as f64)?;
+      }
+      Event::HandleAcked { id } => self.head(EventKind::Acked, id)?,
+      Event::HandleLost { id } => self.head(EventKind::Lost, id)?,
+      Event::Disconnect { id } => self.head(EventKind::Disconnect, id)?,
+      Event::Error { id, message } => {
+        self.head(EventKind::Error, id)?;
+        self.value(message)?;
+      }
+      Event::Oversized { id, message } => {
+        self.head(EventKind::Oversized, id)?;
+        self.value(message)?;
+      }
+      Event::Exit { id, code, signal } => {
+        self.head(EventKind::Exit, id)?;
+        self.value(code)?;
+        self.value(signal)?;
+      }
+      Event::Cluster { id, json } => {
+        self.head(EventKind::Cluster, id)?;
+        self.value(json)?;
+      }
     }
-    Event::Handle { id, frame, fd, credit } => {
-      drop(credit);
-      head(EventKind::Handle, id)?;
-      put_payload(env, flat, at, frame)?;
-      // JavaScript takes ownership and wraps the fd in a net/dgram handle.
-      fd.map_or(Ok(()), |fd| flat.set(at + 3, fd.into_raw_fd()))
+    while self.values.len() < start + 4 {
+      self.value(())?;
     }
-    Event::Written { id, completed } => {
-      head(EventKind::Written, id)?;
-      flat.set(at + 2, completed as f64)
+    Ok(())
+  }
+
+  fn head(&mut self, kind: EventKind, id: u32) -> napi::Result<()> {
+    self.value(kind as u32)?;
+    self.value(id)
+  }
+
+  /// A payload and, when it holds several messages, where each ends.
+  fn payload(&mut self, payload: Payload) -> napi::Result<()> {
+    let ends = match payload {
+      Payload::Ascii(bytes, ends) => {
+        self.value(Env::from_raw(self.env).create_string_latin1(&bytes)?)?;
+        ends
+      }
+      Payload::Text(text, ends) => {
+        self.value(text)?;
+        ends
+      }
+      Payload::Binary(bytes, ends) => {
+        if bytes.len() <= COPIED_PAYLOAD {
+          self.value(BufferSlice::copy_from(&Env::from_raw(self.env), &bytes)?)?;
+        } else {
+          self.value(Buffer::from(bytes))?;
+        }
+        ends
+      }
+    };
+    if ends.len() > 1 {
+      self.value(Uint32Array::from(ends))?;
     }
-    Event::HandleAcked { id } => head(EventKind::Acked, id),
-    Event::HandleLost { id } => head(EventKind::Lost, id),
-    Event::Disconnect { id } => head(EventKind::Disconnect, id),
-    Event::Error { id, message } => {
-      head(EventKind::Error, id)?;
-      flat.set(at + 2, message)
-    }
-    Event::Oversized { id, message } => {
-      head(EventKind::Oversized, id)?;
-      flat.set(at + 2, message)
-    }
-    Event::Exit { id, code, signal } => {
-      head(EventKind::Exit, id)?;
-      flat.set(at + 2, code)?;
-      flat.set(at + 3, signal)
-    }
-    Event::Cluster { id, json } => {
-      head(EventKind::Cluster, id)?;
-      flat.set(at + 2, json)
-    }
+    Ok(())
   }
 }
 
@@ -425,40 +506,36 @@ fn put(env: &Env, flat: &mut Array, at: u32, event: Event) -> napi::Result<()> {
 /// finalizer V8 must track.
 const COPIED_PAYLOAD: usize = 64 << 10;
 
-/// A typed array for the ends costs an external buffer and its finalizer, worth it only when
-/// shared by several messages.
-fn put_payload(env: &Env, flat: &mut Array, at: u32, payload: Payload) -> napi::Result<()> {
-  let ends = match payload {
-    Payload::Ascii(bytes, ends) => {
-      flat.set(at + 2, env.create_string_latin1(&bytes)?)?;
-      ends
-    }
-    Payload::Text(text, ends) => {
-      flat.set(at + 2, text)?;
-      ends
-    }
-    Payload::Binary(bytes, ends) => {
-      if bytes.len() <= COPIED_PAYLOAD {
-        flat.set(at + 2, BufferSlice::copy_from(env, &bytes)?)?;
-      } else {
-        flat.set(at + 2, Buffer::from(bytes))?;
-      }
-      ends
-    }
-  };
-  if ends.len() > 1 {
-    flat.set(at + 3, Uint32Array::from(ends))?;
-  }
-  Ok(())
-}
+/// Strings up to this many UTF-16 units are written out as UTF-8 on the stack in one napi call
+/// (3 bytes a unit at most); longer ones are measured first, then copied to the heap.
+const STACK_UNITS: usize = 1024;
 
-/// Hands the bytes on without a copy: a string's are ours already, and a buffer is borrowed, not
-/// taken as `Buffer` (that would take and drop a napi reference on every write).
-fn with_bytes<R>(data: Either<String, BufferSlice>, write: impl FnOnce(Cow<[u8]>) -> R) -> R {
-  match data {
-    Either::A(text) => write(Cow::Owned(text.into_bytes())),
-    Either::B(buffer) => write(Cow::Borrowed(&buffer)),
+/// Hands a string's or a buffer's bytes on with as few copies and napi calls as it can: a buffer
+/// is borrowed, not taken as `Buffer` (that would take and drop a napi reference on every write).
+fn with_bytes<R>(data: Unknown, write: impl FnOnce(Cow<[u8]>) -> R) -> napi::Result<R> {
+  let (env, value) = (data.value().env, data.raw());
+  if data.get_type()? != ValueType::String {
+    // SAFETY: a value of this environment, on its thread, for the length of this call.
+    let buffer = unsafe { BufferSlice::from_napi_value(env, value) }?;
+    return Ok(write(Cow::Borrowed(&buffer)));
   }
+  let mut units = 0;
+  // SAFETY: a string of this environment; with no buffer given, napi only reports its length.
+  check_status!(unsafe { sys::napi_get_value_string_utf16(env, value, ptr::null_mut(), 0, &mut units) })?;
+  if units > STACK_UNITS {
+    // SAFETY: as above.
+    let text = unsafe { String::from_napi_value(env, value) }?;
+    return Ok(write(Cow::Owned(text.into_bytes())));
+  }
+  let mut stack = [MaybeUninit::<u8>::uninit(); STACK_UNITS * 3 + 1];
+  let mut length = 0;
+  // SAFETY: as above; napi writes at most `stack.len()` bytes, a NUL included.
+  check_status!(unsafe {
+    sys::napi_get_value_string_utf8(env, value, stack.as_mut_ptr().cast(), stack.len(), &mut length)
+  })?;
+  // SAFETY: napi wrote `length` bytes of UTF-8 at the start of `stack`.
+  let bytes = unsafe { std::slice::from_raw_parts(stack.as_ptr().cast::<u8>(), length) };
+  Ok(write(Cow::Borrowed(bytes)))
 }
 
 fn queued_or_errno(result: Result<usize, nix::errno::Errno>) -> i64 {
