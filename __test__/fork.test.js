@@ -489,6 +489,18 @@ describe('channel', () => {
     assert.deepEqual(await nextMessage(child), [...text].map((c) => c.codePointAt(0)));
   });
 
+  test('text of 3-byte characters arrives whole at each size the writer handles its own way', { timeout: 30_000 }, async (t) => {
+    const child = forkFixture(t, 'echo.js');
+    // The worst case for UTF-8 per UTF-16 unit, around the stack buffer's size (1024 units), in a
+    // heap buffer sized for the worst case, and past that (measured first).
+    for (const n of [1020, 1021, 1022, 5000, (1 << 20) - 2, (1 << 20) + 10]) {
+      const text = '日'.repeat(n);
+      child.send(text);
+      const echoed = await nextMessage(child, { timeout: 20_000 });
+      assert.ok(echoed === text, `${n} characters: got ${echoed.length}`);
+    }
+  });
+
   test('an 8 MB message arrives whole', { timeout: 30_000 }, async (t) => {
     const child = forkFixture(t, 'echo.js');
     // Multi-byte characters make reads split inside characters as well as inside the frame.

@@ -506,9 +506,12 @@ impl Slots {
 /// finalizer V8 must track.
 const COPIED_PAYLOAD: usize = 64 << 10;
 
-/// Strings up to this many UTF-16 units are written out as UTF-8 on the stack in one napi call
-/// (3 bytes a unit at most); longer ones are measured first, then copied to the heap.
+/// Strings up to this many UTF-16 units are written out as UTF-8 on the stack (3 bytes a unit
+/// at most).
 const STACK_UNITS: usize = 1024;
+/// Up to this many units a string's UTF-8 goes to a heap buffer sized for the worst case, in one
+/// napi call; a longer one is measured first rather than hold three times its size.
+const ONE_PASS_UNITS: usize = 1 << 20;
 
 /// Hands a string's or a buffer's bytes on with as few copies and napi calls as it can: a buffer
 /// is borrowed, not taken as `Buffer` (that would take and drop a napi reference on every write).
@@ -522,20 +525,36 @@ fn with_bytes<R>(data: Unknown, write: impl FnOnce(Cow<[u8]>) -> R) -> napi::Res
   let mut units = 0;
   // SAFETY: a string of this environment; with no buffer given, napi only reports its length.
   check_status!(unsafe { sys::napi_get_value_string_utf16(env, value, ptr::null_mut(), 0, &mut units) })?;
-  if units > STACK_UNITS {
-    // SAFETY: as above.
-    let text = unsafe { String::from_napi_value(env, value) }?;
-    return Ok(write(Cow::Owned(text.into_bytes())));
+  if units <= STACK_UNITS {
+    let mut stack = [MaybeUninit::<u8>::uninit(); STACK_UNITS * 3 + 1];
+    let bytes = utf8_into(env, value, &mut stack)?;
+    return Ok(write(Cow::Borrowed(bytes)));
   }
-  let mut stack = [MaybeUninit::<u8>::uninit(); STACK_UNITS * 3 + 1];
+  let capacity = if units <= ONE_PASS_UNITS {
+    units * 3 + 1
+  } else {
+    let mut length = 0;
+    // SAFETY: as above; with no buffer given, napi only measures the UTF-8.
+    check_status!(unsafe { sys::napi_get_value_string_utf8(env, value, ptr::null_mut(), 0, &mut length) })?;
+    length + 1
+  };
+  let mut heap = Vec::with_capacity(capacity);
+  let length = utf8_into(env, value, heap.spare_capacity_mut())?.len();
+  // SAFETY: `utf8_into` initialized the first `length` bytes.
+  unsafe { heap.set_len(length) };
+  Ok(write(Cow::Owned(heap)))
+}
+
+/// Writes string `value` as UTF-8 (lone surrogates replaced) into `room`, which has space for it
+/// and a NUL; returns the bytes written.
+fn utf8_into(env: sys::napi_env, value: sys::napi_value, room: &mut [MaybeUninit<u8>]) -> napi::Result<&[u8]> {
   let mut length = 0;
-  // SAFETY: as above; napi writes at most `stack.len()` bytes, a NUL included.
+  // SAFETY: a string of this environment, on its thread; napi writes at most `room.len()` bytes.
   check_status!(unsafe {
-    sys::napi_get_value_string_utf8(env, value, stack.as_mut_ptr().cast(), stack.len(), &mut length)
+    sys::napi_get_value_string_utf8(env, value, room.as_mut_ptr().cast(), room.len(), &mut length)
   })?;
-  // SAFETY: napi wrote `length` bytes of UTF-8 at the start of `stack`.
-  let bytes = unsafe { std::slice::from_raw_parts(stack.as_ptr().cast::<u8>(), length) };
-  Ok(write(Cow::Borrowed(bytes)))
+  // SAFETY: napi initialized the first `length` bytes of `room`.
+  Ok(unsafe { std::slice::from_raw_parts(room.as_ptr().cast::<u8>(), length) })
 }
 
 fn queued_or_errno(result: Result<usize, nix::errno::Errno>) -> i64 {
