@@ -65,6 +65,7 @@ class Endpoint extends EventEmitter {
     // Incoming: decoded items waiting to be emitted, one per step, in order.
     this._inbox = [];
     this._inboxAt = 0;
+    this._emitInbox = () => this._emitInboxNow();
     this._pumping = false;
     this._waitingForHandle = false;
     this._gone = false;
@@ -224,23 +225,26 @@ class Endpoint extends EventEmitter {
   _pump() {
     if (this._pumping || this._waitingForHandle) return;
     this._pumping = true;
-    process.nextTick(() => {
-      this._pumping = false;
-      try {
-        while (this._inboxAt < this._inbox.length && !this._waitingForHandle) {
-          const item = this._inbox[this._inboxAt];
-          this._inbox[this._inboxAt++] = undefined;
-          this._deliver(item);
-        }
-      } finally {
-        if (this._inboxAt === this._inbox.length) {
-          this._inbox = [];
-          this._inboxAt = 0;
-        } else {
-          this._pump();
-        }
+    process.nextTick(this._emitInbox);
+  }
+
+  // The inbox's tick (one closure per endpoint, made in the constructor).
+  _emitInboxNow() {
+    this._pumping = false;
+    try {
+      while (this._inboxAt < this._inbox.length && !this._waitingForHandle) {
+        const item = this._inbox[this._inboxAt];
+        this._inbox[this._inboxAt++] = undefined;
+        this._deliver(item);
       }
-    });
+    } finally {
+      if (this._inboxAt === this._inbox.length) {
+        this._inbox.length = 0;
+        this._inboxAt = 0;
+      } else {
+        this._pump();
+      }
+    }
   }
 
   _deliver(item) {

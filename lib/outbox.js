@@ -37,6 +37,8 @@ class Outbox {
     this._batchSize = 0;
     this._batchCallbacks = [];
     this._flushScheduled = false;
+    // One closure for every tick's flush, not one per tick.
+    this._flushAtTickEnd = () => this.flush();
     this._submitted = 0;
     this._queued = 0;
     this._unwritten = [];
@@ -73,7 +75,7 @@ class Outbox {
     else if (!this._flushScheduled) {
       this._flushScheduled = true;
       batching.add(this);
-      process.nextTick(() => this.flush());
+      process.nextTick(this._flushAtTickEnd);
     }
     return this._queued + this._batchSize < HIGH_WATER;
   }
@@ -85,9 +87,10 @@ class Outbox {
     const data = this.codec.join(this._batch);
     const frames = this._batch.length;
     const callbacks = this._batchCallbacks;
-    this._batch = [];
+    // The arrays are kept for the next batch; callbacks go on with the chunk, when there are any.
+    this._batch.length = 0;
     this._batchSize = 0;
-    this._batchCallbacks = [];
+    if (callbacks.length !== 0) this._batchCallbacks = [];
     this._submit(binding.write(this.id, data, frames), callbacks);
   }
 
