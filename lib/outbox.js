@@ -66,12 +66,14 @@ class Outbox {
     const frame = this.codec.encode(message);
     const size = this.codec.size(frame);
     // A frame that would take the batch past the limit goes in a batch of its own: joining
-    // large frames would copy them all once more.
-    if (this._batchSize !== 0 && this._batchSize + size > BATCH_LIMIT) this.flush();
+    // large frames would copy them all once more. So does a lent one, written before the next
+    // encode can overwrite it.
+    const lent = this.codec.lent(frame);
+    if (this._batchSize !== 0 && (lent || this._batchSize + size > BATCH_LIMIT)) this.flush();
     this._batch.push(frame);
     this._batchSize += size;
     if (typeof callback === 'function') this._batchCallbacks.push(callback);
-    if (this._batchSize >= BATCH_LIMIT) this.flush();
+    if (lent || this._batchSize >= BATCH_LIMIT) this.flush();
     else if (!this._flushScheduled) {
       this._flushScheduled = true;
       batching.add(this);

@@ -55,6 +55,9 @@ const json = {
   encode(message) {
     return `${JSON.stringify(message)}\n`;
   },
+  lent() {
+    return false;
+  },
   join(frames) {
     return frames.length === 1 ? frames[0] : frames.join('');
   },
@@ -83,6 +86,10 @@ const advanced = {
     frame.writeUInt32BE(payload.length, 0);
     payload.copy(frame, 4);
     return frame;
+  },
+  // A lent frame is valid until the next encode: it is written at once.
+  lent(frame) {
+    return plain.isLent(frame);
   },
   join(frames) {
     return frames.length === 1 ? frames[0] : Buffer.concat(frames);

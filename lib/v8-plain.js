@@ -45,6 +45,10 @@ const SHORT_STRING = 64;
 const SHORT_READ = 8;
 // Frames up to this size are copied out of the scratch buffer here, longer ones natively.
 const COPY_IN_JS = 256;
+// Frames from this size on are lent: a view of the scratch buffer, valid until the next encode,
+// for the caller to write at once. Copying one cost a fresh allocation and its page faults (~30 µs
+// for 64 KB), where writing it costs a system call.
+const LENT_FROM = 16 * 1024;
 // The scratch buffer frames are written into, and the size past which it is not kept.
 const SCRATCH = 64 * 1024;
 const SCRATCH_KEPT = 1024 * 1024;
@@ -230,6 +234,21 @@ function writeReceiver(value, depth) {
   return true;
 }
 
+// The last frame lent out of the scratch buffer.
+let lent = null;
+
+// The first `n` bytes of the scratch buffer: lent when large, else in a buffer of their own.
+function frameOf(n) {
+  if (n < LENT_FROM) return copyOut(n);
+  lent = scratch.subarray(0, n);
+  return lent;
+}
+
+// Whether `frame` is lent: to be written before the next encode.
+function isLent(frame) {
+  return frame === lent;
+}
+
 // The first `n` bytes of the scratch buffer in a buffer of their own; a small copy is cheaper
 // in JavaScript than through Buffer's native copy.
 function copyOut(n) {
@@ -239,7 +258,8 @@ function copyOut(n) {
   return frame;
 }
 
-// A whole frame (length prefix, header, value) for `message`, or undefined: V8's turn.
+// A whole frame (length prefix, header, value) for `message`, or undefined: V8's turn. A large
+// frame is lent (see frameOf).
 function encode(message) {
   // A getter sending a message of its own: V8 serializes that one.
   if (encoding) return undefined;
@@ -255,7 +275,7 @@ function encode(message) {
     scratch[1] = (size >>> 16) & 0xff;
     scratch[2] = (size >>> 8) & 0xff;
     scratch[3] = size & 0xff;
-    return copyOut(at);
+    return frameOf(at);
   } finally {
     encoding = false;
     if (scratch.length > SCRATCH_KEPT) scratch = Buffer.allocUnsafeSlow(SCRATCH);
@@ -399,4 +419,4 @@ function decode(payload) {
   }
 }
 
-module.exports = { encode, decode, NOT_PLAIN };
+module.exports = { encode, isLent, decode, NOT_PLAIN };
