@@ -21,7 +21,7 @@
 //! JavaScript is idle and the timer stopped runs without the watch, so what arrives meanwhile
 //! waits for that callback to return (as everything does with Node's channel).
 
-use std::ffi::c_int;
+use std::ffi::{c_int, c_void};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -245,8 +245,8 @@ const CHECK: usize = 2;
 
 impl JsLoop {
   /// Hooks `local` into `env`'s loop, calling `dispatch` (a JavaScript function) with what
-  /// `arguments` makes of the events it read. `None` where libuv is not reachable: the reactor
-  /// then serves the set alone.
+  /// `arguments` makes of the events it read, until the environment's cleanup. Where libuv is not
+  /// reachable, or a step fails, the reactor serves the set alone.
   pub fn start(
     env: sys::napi_env,
     dispatch: sys::napi_value,
@@ -254,8 +254,8 @@ impl JsLoop {
     local: Arc<Reactor>,
     watch: Arc<Watch>,
     sink: Arc<Sink>,
-  ) -> Option<JsLoop> {
-    let uv = uv::get()?;
+  ) {
+    let Some(uv) = uv::get() else { return };
     let mut event_loop = ptr::null_mut();
     let mut reference = ptr::null_mut();
     let mut name = ptr::null_mut();
@@ -285,12 +285,14 @@ impl JsLoop {
       context,
     }));
     let js_loop = JsLoop(hooks);
-    // SAFETY: `hooks` is ours until the handles close; the loop is this thread's.
-    if ready && unsafe { js_loop.open_handles() } {
-      Some(js_loop)
-    } else {
+    // SAFETY: `hooks` is ours until the handles close; the loop and the environment are this
+    // thread's. The cleanup hook is the loop's owner from here on, so a loop that could not be
+    // handed to it stops now.
+    let started = ready
+      && unsafe { js_loop.open_handles() }
+      && unsafe { sys::napi_add_env_cleanup_hook(env, Some(on_env_cleanup), hooks.cast()) } == sys::Status::napi_ok;
+    if !started {
       js_loop.stop();
-      None
     }
   }
 
@@ -384,6 +386,10 @@ unsafe extern "C" fn on_prepare(handle: *mut uv::Handle) {
 unsafe extern "C" fn on_check(handle: *mut uv::Handle) {
   // SAFETY: libuv calls this for our open check handle, on the loop's thread.
   unsafe { hooks(handle) }.watch.busy();
+}
+
+unsafe extern "C" fn on_env_cleanup(hooks: *mut c_void) {
+  JsLoop(hooks.cast()).stop();
 }
 
 unsafe extern "C" fn on_close(handle: *mut uv::Handle) {

@@ -99,9 +99,7 @@ pub fn init(env: Env, notify: Function<(), ()>) -> napi::Result<()> {
   let runtime = Runtime::new(reactor.clone(), Some(tsfn)).map_err(|e| errno_error(e, "epoll_create1"))?;
   let (local, watch, sink) = runtime.loop_parts();
   env.set_instance_data(runtime, (), |context| drop(context.value))?;
-  if let Some(js_loop) = JsLoop::start(env.raw(), notify.raw(), dispatch_arguments, local, watch, sink) {
-    env.add_env_cleanup_hook(js_loop, JsLoop::stop)?;
-  }
+  JsLoop::start(env.raw(), notify.raw(), dispatch_arguments, local, watch, sink);
   Ok(())
 }
 
