@@ -239,7 +239,7 @@ class Endpoint extends EventEmitter {
       }
     } finally {
       if (this._inboxAt === this._inbox.length) {
-        this._inbox.length = 0;
+        this._inbox = [];
         this._inboxAt = 0;
       } else {
         this._pump();
