@@ -161,9 +161,10 @@ test("plain values reach a stock child in 'advanced' mode and come back the same
 test("large messages sent in one tick in 'advanced' mode each arrive as they were sent", async (t) => {
   const child = impl.child_process.fork(path.join(__dirname, 'fixtures', 'runtime', 'echo.js'), [], { serialization: 'advanced' });
   t.after(() => child.kill());
-  // Sizes that wait in the tick's batch (20 KB) and that are written at once (70 KB), each
-  // encoded into the same scratch memory as the next.
-  const sent = ['a', 'b', 'c', 'd', 'e', 'f'].map((c, k) => ({ k, s: c.repeat(k < 2 || k === 4 ? 20_000 : 70_000) }));
+  // Sizes that wait in the tick's batch (20 KB), that are written at once (70 KB), each encoded
+  // into the same scratch memory as the next, and one past the scratch memory kept (1.5 MB).
+  const sizes = [20_000, 20_000, 70_000, 70_000, 20_000, 1_500_000, 70_000, 20_000];
+  const sent = sizes.map((size, k) => ({ k, s: String.fromCharCode(97 + k).repeat(size) }));
   const replies = [];
   const all = new Promise((resolve) => child.on('message', (m) => replies.push(m) === sent.length && resolve()));
   for (const message of sent) child.send(message);

@@ -237,9 +237,11 @@ function writeReceiver(value, depth) {
 // The last frame lent out of the scratch buffer.
 let lent = null;
 
-// The first `n` bytes of the scratch buffer: lent when large, else in a buffer of their own.
+// The first `n` bytes of the scratch buffer: lent when large, else in a buffer of their own. A
+// scratch buffer grown past the size kept is let go after this encode: the frame has it.
 function frameOf(n) {
   if (n < LENT_FROM) return copyOut(n);
+  if (scratch.length > SCRATCH_KEPT) return scratch.subarray(0, n);
   lent = scratch.subarray(0, n);
   return lent;
 }

@@ -473,7 +473,8 @@ impl Slots {
     self.value(id)
   }
 
-  /// A payload and, when it holds several messages, where each ends.
+  /// A payload and, when it holds several messages, where each ends: a typed array for the ends
+  /// costs an external buffer and its finalizer, worth it only when shared by several messages.
   fn payload(&mut self, payload: Payload) -> napi::Result<()> {
     let ends = match payload {
       Payload::Ascii(bytes, ends) => {
