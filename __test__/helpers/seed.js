@@ -5,12 +5,12 @@ const assert = require('assert');
 const { spawn } = require('child_process');
 const fs = require('fs');
 const http = require('http');
-const net = require('net');
 const os = require('os');
 const path = require('path');
 const readline = require('readline');
 const { until } = require('./wait');
 const { isGone } = require('./proc');
+const { freePort, portFree } = require('./ports');
 
 const EXAMPLES = path.join(__dirname, '..', '..', 'examples');
 const numCPUs = os.cpus().length;
@@ -97,21 +97,6 @@ async function requestUntil(port, enough) {
   const pids = new Set();
   for (let i = 0; i < 200 && !enough(pids); i++) pids.add(await requestPid(port));
   return pids;
-}
-
-function portFree(port) {
-  return new Promise((resolve) => {
-    const server = net.createServer().once('error', () => resolve(false));
-    server.listen(port, () => server.close(() => resolve(true)));
-  });
-}
-
-async function freePort() {
-  const server = net.createServer().listen(0);
-  await new Promise((resolve) => server.once('listening', resolve));
-  const { port } = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 // Waits for the master's fork/online/listening lines of workers 1..numCPUs; returns their pids.

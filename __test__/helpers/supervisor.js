@@ -4,23 +4,13 @@
 const { spawn } = require('child_process');
 const fs = require('fs');
 const http = require('http');
-const net = require('net');
 const path = require('path');
 const { until } = require('./wait');
+const { freePort } = require('./ports');
 
 const ROOT = path.join(__dirname, '..', '..');
 const BIN = path.join(ROOT, 'bin', 'rust-cluster.js');
 const FIXTURES = path.join(__dirname, '..', 'fixtures', 'supervisor');
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-    server.on('error', reject);
-  });
-}
 
 // One request on its own connection: { status, headers, body }.
 function get(port, urlPath = '/') {
