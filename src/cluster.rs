@@ -665,15 +665,20 @@ impl Acceptor for Cluster {
     handle.map_or(0, |handle| handle.dispatch.room())
   }
 
-  fn accepted(&self, listener: u32, connections: Vec<OwnedFd>) {
+  fn take(&self, listener: u32, accept: &mut dyn FnMut(usize) -> Vec<OwnedFd>) -> bool {
     let mut guard = lock(&self.state);
     let State { handles, listeners, workers, .. } = &mut *guard;
-    let Some(key) = listeners.get(&listener) else { return };
-    if let Some(handle) = handles.get_mut(key) {
-      handle.accepted += connections.len() as u64;
-      handle.dispatch.pending.extend(connections.into_iter().map(Arc::new));
-      self.distribute(handle, key, workers);
+    let Some(key) = listeners.get(&listener) else { return false };
+    let Some(handle) = handles.get_mut(key) else { return false };
+    let room = handle.dispatch.room();
+    if room == 0 {
+      return false;
     }
+    let connections = accept(room);
+    handle.accepted += connections.len() as u64;
+    handle.dispatch.pending.extend(connections.into_iter().map(Arc::new));
+    self.distribute(handle, key, workers);
+    true
   }
 
   /// Every worker sharing the listener hears of it, as an error on its channel.
@@ -913,6 +918,55 @@ mod tests {
       drop(a);
       turn();
       assert_eq!(read_all(&b).1, 2);
+    }
+
+    #[test]
+    fn a_reuseport_orphan_is_accepted_from_only_while_it_is_ours() {
+      let reactor = Arc::new(Reactor::new().unwrap());
+      let sink = Arc::new(Sink::new(None));
+      let cluster = Cluster::new(reactor.clone(), sink.clone());
+      cluster.set_policy(SCHED_REUSEPORT);
+      let turn = || while reactor.turn(&mut [EpollEvent::empty(); 8], Some(50)).unwrap() > 0 {};
+      let query = r#"{"cmd":"NODE_CLUSTER","act":"queryServer","address":"127.0.0.1","port":0,"addressType":4,"fd":-1,"index":0,"data":null,"seq":0}"#;
+      let (_a, a) = worker(&reactor, &sink, &cluster, 1);
+      let (_b, b) = worker(&reactor, &sink, &cluster, 2);
+      for theirs in [&a, &b] {
+        say(theirs, query);
+        turn();
+        assert_eq!(read_all(theirs).1, 1, "each worker gets a socket of its own");
+      }
+
+      // Worker 1 leaves: the primary listens on its socket (the workers here never do) and drains it.
+      cluster.disconnect(1);
+      let orphan = |state: &State| match &state.handles.values().next().unwrap().kind {
+        Kind::ReusePort(reuse) => reuse.orphans.first().map(|(id, fd)| (*id, fd.as_raw_fd())),
+        _ => unreachable!("a reuseport handle"),
+      };
+      let (listener, fd) = orphan(&lock(&cluster.state)).expect("worker 1's socket is an orphan");
+      let port = sockets::sockname(fd).unwrap()["port"].as_u64().unwrap() as u16;
+      let _first = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+      let took = cluster.take(listener, &mut |room| {
+        assert!(cluster.state.try_lock().is_err(), "accepting under the cluster's lock: no hand-over in between");
+        assert!(room > 0);
+        let conn = nix::sys::socket::accept4(fd, SockFlag::SOCK_CLOEXEC).unwrap();
+        // SAFETY: accept4 returned a new fd that nothing else owns.
+        vec![unsafe { OwnedFd::from_raw_fd(conn) }]
+      });
+      assert!(took);
+      assert_eq!(read_all(&b).1, 1, "the accepted connection goes to worker 2");
+
+      // A new worker takes the socket over: its old listener may still be mid-readiness on the
+      // other thread, and must leave the backlog to the new owner.
+      let (_c, c) = worker(&reactor, &sink, &cluster, 3);
+      say(&c, query);
+      turn();
+      assert_eq!(read_all(&c).1, 1, "worker 3 gets the orphan");
+      assert_eq!(orphan(&lock(&cluster.state)), None);
+      let mut second = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+      assert!(!cluster.take(listener, &mut |_| panic!("accepted on a socket handed over")));
+      second.set_nonblocking(true).unwrap();
+      let waiting = std::io::Read::read(&mut second, &mut [0u8; 1]).unwrap_err();
+      assert_eq!(waiting.kind(), std::io::ErrorKind::WouldBlock, "the connection waits for worker 3, not reset");
     }
 
     fn cluster_room(state: &State) -> usize {

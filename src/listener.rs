@@ -21,7 +21,12 @@ const ACCEPTS_PER_WAKE: usize = 256;
 pub trait Acceptor: Send + Sync {
   /// How many more connections listener `id` may accept now.
   fn room(&self, id: u32) -> usize;
-  fn accepted(&self, id: u32, connections: Vec<OwnedFd>);
+  /// Listener `id` is readable: calls `accept(n)` for as many connections as it has room for and
+  /// keeps what that returns, or returns false with no room. Room, accept and keeping are one step
+  /// under the acceptor's own lock, so a connection is never accepted for a listener the acceptor
+  /// let go of meanwhile (its socket handed to someone else): that would close it, a reset for a
+  /// client that has sent its request.
+  fn take(&self, id: u32, accept: &mut dyn FnMut(usize) -> Vec<OwnedFd>) -> bool;
   /// The reactor can no longer watch listener `id`.
   fn failed(&self, id: u32, reason: String);
 }
@@ -70,17 +75,9 @@ impl Listener {
       self.resume();
     }
   }
-}
 
-impl Source for Listener {
-  fn ready(&self, _: Readiness) {
-    let Some(acceptor) = self.acceptor.upgrade() else {
-      return;
-    };
-    let room = acceptor.room(self.id).min(ACCEPTS_PER_WAKE);
-    if room == 0 {
-      return self.pause(acceptor.as_ref());
-    }
+  /// Up to `room` waiting connections.
+  fn accept(&self, room: usize) -> Vec<OwnedFd> {
     let mut accepted = Vec::new();
     while accepted.len() < room {
       match socket::accept4(self.io.fd(), SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK) {
@@ -95,8 +92,17 @@ impl Source for Listener {
         Err(_) => break,
       }
     }
-    if !accepted.is_empty() {
-      acceptor.accepted(self.id, accepted);
+    accepted
+  }
+}
+
+impl Source for Listener {
+  fn ready(&self, _: Readiness) {
+    let Some(acceptor) = self.acceptor.upgrade() else {
+      return;
+    };
+    if !acceptor.take(self.id, &mut |room| self.accept(room.min(ACCEPTS_PER_WAKE))) {
+      self.pause(acceptor.as_ref());
     }
   }
 
@@ -154,9 +160,15 @@ mod tests {
     fn room(&self, _: u32) -> usize {
       *lock(&self.room)
     }
-    fn accepted(&self, _: u32, connections: Vec<OwnedFd>) {
-      *lock(&self.room) -= connections.len();
+    fn take(&self, _: u32, accept: &mut dyn FnMut(usize) -> Vec<OwnedFd>) -> bool {
+      let mut room = lock(&self.room);
+      if *room == 0 {
+        return false;
+      }
+      let connections = accept(*room);
+      *room -= connections.len();
       lock(&self.got).extend(connections);
+      true
     }
     fn failed(&self, _: u32, _: String) {}
   }
