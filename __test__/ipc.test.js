@@ -354,6 +354,24 @@ for (const transport of TRANSPORTS) {
     assert.deepEqual((await once(late, 'message'))[0], { echo: 'late' });
   });
 
+  test(`${transport}: an advanced frame V8 cannot read is an ERR_IPC_MESSAGE 'error' with its bytes as err.raw`, { timeout: 20_000 }, async (t) => {
+    const { server, target } = await listen(t, transport, { serialization: 'advanced' }, echo);
+    const connected = nextConnections(server);
+    const raw = await rawConnect(t, target);
+    raw.on('error', () => {});
+    const [bad] = await connected;
+    const failed = once(bad, 'error');
+    // A V8 header, then a byte that is no tag; 0xe9 is not ASCII, so a lossy text path shows.
+    const payload = Buffer.from([0xff, 0x0f, 0xe9, 0x80, 0x00]);
+    const length = Buffer.alloc(4);
+    length.writeUInt32BE(payload.length);
+    raw.write(Buffer.concat([length, payload]));
+    const [err] = await failed;
+    assert.equal(err.code, 'ERR_IPC_MESSAGE');
+    assert.ok(Buffer.isBuffer(err.raw));
+    assert.deepEqual(err.raw, payload);
+  });
+
   for (const serialization of ['json', 'advanced']) {
     test(`${transport}: a message over maxMessageSize (${serialization}) is an ERR_IPC_MESSAGE 'error' and closes that channel`, { timeout: 20_000 }, async (t) => {
       // 8 KiB arrives in one read: the limit must hold however the stream is split.

@@ -295,7 +295,7 @@ class Endpoint extends EventEmitter {
       envelope = this._codec.decodeOne(handleFrame);
     } catch (error) {
       if (fd !== undefined) fs.closeSync(fd);
-      return this._protocolError(error, handleFrame);
+      return this._protocolError(error, this._codec.raw(handleFrame));
     }
     // Node retransmits a NACKed handle wrapped in a second envelope.
     if (envelope.msg?.cmd === 'NODE_HANDLE') envelope = envelope.msg;

@@ -33,20 +33,20 @@ class Deserializer extends v8.DefaultDeserializer {
 // Frames as the core hands them over: back to back in `data` (a string or a Buffer), frame i
 // ending at `ends[i]` (no `ends`: one frame). Appends each decoded message to `out`, or what
 // `failed(error, raw)` makes of a frame that does not decode.
-function decodeFrames(data, ends, decodeOne, out, failed) {
-  if (ends === undefined || ends === null) return decodeFrame(data, decodeOne, out, failed);
+function decodeFrames(data, ends, codec, out, failed) {
+  if (ends === undefined || ends === null) return decodeFrame(data, codec, out, failed);
   let start = 0;
   for (const end of ends) {
-    decodeFrame(typeof data === 'string' ? data.slice(start, end) : data.subarray(start, end), decodeOne, out, failed);
+    decodeFrame(typeof data === 'string' ? data.slice(start, end) : data.subarray(start, end), codec, out, failed);
     start = end;
   }
 }
 
-function decodeFrame(frame, decodeOne, out, failed) {
+function decodeFrame(frame, codec, out, failed) {
   try {
-    out.push(decodeOne(frame));
+    out.push(codec.decodeOne(frame));
   } catch (error) {
-    out.push(failed(error, frame));
+    out.push(failed(error, codec.raw(frame)));
   }
 }
 
@@ -66,10 +66,14 @@ const json = {
   },
   // `text` holds whole lines back to back (see decodeFrames).
   decode(text, ends, out, failed) {
-    decodeFrames(text, ends, json.decodeOne, out, failed);
+    decodeFrames(text, ends, json, out, failed);
   },
   decodeOne(text) {
     return JSON.parse(text);
+  },
+  // A frame as an error shows it.
+  raw(text) {
+    return text;
   },
 };
 
@@ -97,16 +101,21 @@ const advanced = {
   size(frame) {
     return frame.length;
   },
-  // `data` holds V8 payloads back to back (see decodeFrames).
+  // `data` holds V8 payloads back to back (see decodeFrames): a latin1 string, one character a
+  // byte, or a Buffer when large.
   decode(data, ends, out, failed) {
-    decodeFrames(data, ends, advanced.decodeOne, out, failed);
+    decodeFrames(data, ends, advanced, out, failed);
   },
   decodeOne(payload) {
     const value = plain.decode(payload);
     return value === plain.NOT_PLAIN ? advanced.decodeByV8(payload) : value;
   },
+  // A payload's bytes, as V8's Deserializer and an error show them.
+  raw(payload) {
+    return typeof payload === 'string' ? Buffer.from(payload, 'latin1') : payload;
+  },
   decodeByV8(payload) {
-    const des = new Deserializer(payload);
+    const des = new Deserializer(advanced.raw(payload));
     des.readHeader();
     return des.readValue();
   },

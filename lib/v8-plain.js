@@ -41,8 +41,6 @@ const MAX_DEPTH = 128;
 const BEYOND_LATIN1 = /[^\x00-\xff]/;
 // Shorter strings are checked and copied here; longer ones through Buffer's native methods.
 const SHORT_STRING = 64;
-// Shorter one-byte strings are read here; longer ones by Buffer's native decoder.
-const SHORT_READ = 8;
 // Frames up to this size are copied out of the scratch buffer here, longer ones natively.
 const COPY_IN_JS = 256;
 // Frames from this size on are lent: a view of the scratch buffer, valid until the next encode,
@@ -286,7 +284,8 @@ function encode(message) {
   }
 }
 
-// Reading: `data` and `pos` while one payload is decoded (decoding runs no user code).
+// Reading: `data` (the payload's bytes as a latin1 string, one character a byte) and `pos` while
+// one payload is decoded (decoding runs no user code).
 let data = null;
 let pos = 0;
 
@@ -296,27 +295,28 @@ function fail() {
 
 function byte() {
   if (pos >= data.length) fail();
-  return data[pos++];
+  return data.charCodeAt(pos++);
 }
 
 function readVarint() {
   let value = 0;
-  for (let shift = 0; shift < 35; shift += 7) {
+  // A running scale, not `2 ** shift`: V8 compiles that to a call to pow().
+  for (let scale = 1; scale < 2 ** 35; scale *= 128) {
     const b = byte();
-    value += (b & 0x7f) * 2 ** shift;
+    value += (b & 0x7f) * scale;
     if (b < 0x80) return value >>> 0;
   }
   return fail();
 }
 
 function tag() {
-  while (pos < data.length && data[pos] === PADDING) pos++;
+  while (pos < data.length && data.charCodeAt(pos) === PADDING) pos++;
   return byte();
 }
 
 function peekTag() {
-  while (pos < data.length && data[pos] === PADDING) pos++;
-  return pos < data.length ? data[pos] : fail();
+  while (pos < data.length && data.charCodeAt(pos) === PADDING) pos++;
+  return pos < data.length ? data.charCodeAt(pos) : fail();
 }
 
 function readBytes(n) {
@@ -344,7 +344,7 @@ function readValue(depth) {
       return readVarint();
     case DOUBLE: {
       const start = readBytes(8);
-      for (let i = 0; i < 8; i++) floatBytes[i] = data[start + i];
+      for (let i = 0; i < 8; i++) floatBytes[i] = data.charCodeAt(start + i);
       return float[0];
     }
     case ONE_BYTE_STRING:
@@ -366,12 +366,8 @@ function readString(encoding, unit) {
   const length = readVarint();
   if (length % unit !== 0) fail();
   const start = readBytes(length);
-  if (encoding === 'latin1' && length <= SHORT_READ) {
-    let s = '';
-    for (let i = start; i < pos; i++) s += String.fromCharCode(data[i]);
-    return s;
-  }
-  return data.toString(encoding, start, pos);
+  const bytes = data.slice(start, pos);
+  return encoding === 'latin1' ? bytes : Buffer.from(bytes, 'latin1').toString(encoding);
 }
 
 function readObject(depth) {
@@ -405,9 +401,10 @@ function readDenseArray(depth) {
   return array;
 }
 
-// The value of one payload (header + value), or NOT_PLAIN: V8's turn.
+// The value of one payload (header + value, as a latin1 string or a Buffer), or NOT_PLAIN: V8's
+// turn.
 function decode(payload) {
-  data = payload;
+  data = typeof payload === 'string' ? payload : payload.toString('latin1');
   pos = 0;
   try {
     if (byte() !== HEADER || byte() !== VERSION) return NOT_PLAIN;

@@ -29,7 +29,7 @@ pub enum Payload {
   Ascii(Vec<u8>, Vec<u32>),
   /// Ends in UTF-16 code units, as JavaScript indexes strings.
   Text(String, Vec<u32>),
-  /// Ends in bytes.
+  /// Ends in bytes. JavaScript gets it as a latin1 string (one character a byte) unless large.
   Binary(Vec<u8>, Vec<u32>),
 }
 
