@@ -401,10 +401,10 @@ function readDenseArray(depth) {
   return array;
 }
 
-// The value of one payload (header + value, as a latin1 string or a Buffer), or NOT_PLAIN: V8's
+// The value of one payload (header + value, its bytes as a latin1 string), or NOT_PLAIN: V8's
 // turn.
 function decode(payload) {
-  data = typeof payload === 'string' ? payload : payload.toString('latin1');
+  data = payload;
   pos = 0;
   try {
     if (byte() !== HEADER || byte() !== VERSION) return NOT_PLAIN;
